@@ -1,0 +1,57 @@
+# llm_magic — `make demo` (the main job), `make test` (what CI checks), `make lab`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+LOCK := requirements/lock.txt
+STAMP := $(VENV)/.installed
+
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+
+.PHONY: demo test lab install lock lint typecheck unit notebooks bench bench-smoke clean
+
+install: $(STAMP)
+
+$(STAMP): $(LOCK) requirements/bootstrap.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements/bootstrap.txt
+	$(UV) pip install --python $(BIN)/python --require-hashes -r $(LOCK)
+	$(UV) pip install --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+# Re-resolve the lock file (needs the registry); never lets litellm 1.82.7/1.82.8 in.
+lock:
+	$(UV) pip compile pyproject.toml --extra local --extra dev --generate-hashes \
+	  --python-version 3.11 -o $(LOCK)
+	! grep -qE '^litellm==1\.82\.[78] ' $(LOCK)
+
+demo: install
+	$(BIN)/python tools/demo.py
+
+lint: install
+	$(BIN)/ruff check llm_magic tests bench tools
+	$(BIN)/ruff format --check llm_magic tests bench tools
+
+typecheck: install
+	$(BIN)/mypy llm_magic
+
+unit: install
+	$(BIN)/python -m pytest tests
+
+notebooks: install
+	$(BIN)/python -m pytest --nbval-lax notebooks -p no:cacheprovider
+
+bench-smoke: install
+	$(BIN)/python -m bench.run --smoke
+
+bench: install
+	$(BIN)/python -m bench.run
+
+test: lint typecheck bench-smoke notebooks unit
+
+lab: install
+	$(BIN)/jupyter lab notebooks
+
+clean:
+	rm -rf $(VENV) build

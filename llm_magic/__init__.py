@@ -1,0 +1,74 @@
+"""llm_magic: stream LLM answers into notebooks, through one LiteLLM gateway, with a cost
+ledger for every call.
+
+    %load_ext llm_magic
+    %%llm
+    Write a haiku about tides.
+
+or, outside notebooks, ``import llm_magic as lm; lm.complete("Hi")``. Importing this package is
+cheap: litellm, pandas and matplotlib load on first use.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "complete",
+    "stream",
+    "acomplete",
+    "ledger",
+    "Ledger",
+    "reset_chat",
+    "Result",
+    "Stream",
+    "errors",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+]
+
+_LAZY = {
+    "complete": "llm_magic.core",
+    "stream": "llm_magic.core",
+    "acomplete": "llm_magic.core",
+    "Stream": "llm_magic.core",
+    "reset_chat": "llm_magic.core",
+    "ledger": "llm_magic.store",
+    "Ledger": "llm_magic.store",
+    "Result": "llm_magic.result",
+    "settings": "llm_magic.config",
+    "reload_settings": "llm_magic.config",
+}
+
+if TYPE_CHECKING:
+    from . import errors
+    from .core import Stream, acomplete, complete, reset_chat, stream
+    from .result import Result
+    from .store import Ledger, ledger
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in ("errors", "plots", "gateway", "local"):
+        return import_module(f"llm_magic.{name}")
+    raise AttributeError(f"module 'llm_magic' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext llm_magic``: register ``%llm``/``%%llm`` (nothing heavy is imported)."""
+    from .magics import LLMMagics
+
+    magics = LLMMagics(shell=ipython)
+    ipython.register_magics(magics)
+    if magics not in ipython.configurables:
+        ipython.configurables.append(magics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Nothing to undo: the local model, if started, stops when the kernel exits."""

@@ -1,0 +1,174 @@
+"""Settings from the environment (and a ``.env`` file), under the names users already write.
+
+Nothing here imports litellm, pandas or IPython: reading settings must stay cheap.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageProblem
+from .secrets import Secret
+
+__all__ = ["Settings", "KeyPool", "settings", "reload_settings", "default_ledger_path"]
+
+# Providers whose keys we look up, and the environment prefix each one uses.
+KEY_PREFIX = {
+    "openai": "OPENAI",
+    "anthropic": "ANTHROPIC",
+    "gemini": "GEMINI",
+    "mistral": "MISTRAL",
+    "groq": "GROQ",
+    "cohere": "COHERE",
+    "deepseek": "DEEPSEEK",
+    "xai": "XAI",
+    "together_ai": "TOGETHERAI",
+    "openrouter": "OPENROUTER",
+}
+# Providers that need no key.
+KEYLESS = {"ollama", "ollama_chat", "local", "llama_cpp", "hosted_vllm", "lm_studio"}
+
+_dotenv_loaded = False
+
+
+def _load_dotenv() -> None:
+    global _dotenv_loaded
+    if _dotenv_loaded:
+        return
+    _dotenv_loaded = True
+    try:
+        from dotenv import find_dotenv, load_dotenv
+    except ImportError:  # pragma: no cover - python-dotenv is a dependency
+        return
+    path = find_dotenv(usecwd=True)
+    if path:
+        load_dotenv(path, override=False)
+
+
+def _float(name: str, default: float | None) -> float | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise UsageProblem(f"{name}={raw!r} is not a number: set it to e.g. 5.00") from None
+
+
+def _list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def default_ledger_path() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("llm_magic", appauthor=False)) / "ledger.sqlite"
+
+
+class KeyPool:
+    """The keys of one provider, handed out round-robin. Holds :class:`Secret` only."""
+
+    def __init__(self, provider: str, keys: list[Secret]) -> None:
+        self.provider = provider
+        self.keys = keys
+        self._cycle = itertools.cycle(keys) if keys else None
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return bool(self.keys)
+
+    def __repr__(self) -> str:
+        return f"KeyPool({self.provider}, {len(self.keys)} key(s))"
+
+    def next(self) -> Secret | None:
+        if self._cycle is None:
+            return None
+        with self._lock:
+            return next(self._cycle)
+
+
+def _keys_for(provider: str) -> KeyPool:
+    prefix = KEY_PREFIX.get(provider, provider.upper())
+    values: list[str] = []
+    many = os.environ.get(f"{prefix}_API_KEYS", "")
+    values += [v.strip() for v in many.split(",") if v.strip()]
+    one = os.environ.get(f"{prefix}_API_KEY", "").strip()
+    if one and one not in values:
+        values.append(one)
+    name = f"{prefix}_API_KEYS" if many.strip() else f"{prefix}_API_KEY"
+    secrets = [
+        Secret(v, f"{name}#{i + 1}" if len(values) > 1 else name) for i, v in enumerate(values)
+    ]
+    return KeyPool(provider, secrets)
+
+
+@dataclass
+class Settings:
+    """Everything llm_magic reads from the environment, read once (see :func:`reload_settings`)."""
+
+    default_model: str = "local"
+    fallback_models: list[str] = field(default_factory=list)
+    daily_budget_usd: float | None = None
+    budget_alert_threshold: float = 0.8
+    budget_downgrade_model: str | None = None
+    max_cost_per_request_usd: float | None = None
+    ledger: str = ""
+    api_base: str | None = None
+    api_key: Secret | None = None
+    ollama_api_base: str = "http://localhost:11434"
+    store_text: bool = True
+    _pools: dict[str, KeyPool] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        _load_dotenv()
+        env = os.environ
+        proxy_key = env.get("LLM_MAGIC_API_KEY", "").strip()
+        return cls(
+            default_model=env.get("DEFAULT_MODEL", "").strip() or "local",
+            fallback_models=_list("FALLBACK_MODELS"),
+            daily_budget_usd=_float("DAILY_BUDGET_USD", None),
+            budget_alert_threshold=_float("BUDGET_ALERT_THRESHOLD", 0.8) or 0.8,
+            budget_downgrade_model=env.get("BUDGET_DOWNGRADE_MODEL", "").strip() or None,
+            max_cost_per_request_usd=_float("MAX_COST_PER_REQUEST_USD", None),
+            ledger=env.get("LLM_MAGIC_LEDGER", "").strip() or str(default_ledger_path()),
+            api_base=env.get("LLM_MAGIC_API_BASE", "").strip() or None,
+            api_key=Secret(proxy_key, "LLM_MAGIC_API_KEY") if proxy_key else None,
+            ollama_api_base=env.get("OLLAMA_API_BASE", "").strip() or "http://localhost:11434",
+            store_text=env.get("LLM_MAGIC_STORE_TEXT", "1").strip().lower()
+            not in ("0", "false", "no", "off"),
+        )
+
+    def keys(self, provider: str) -> KeyPool:
+        """The key pool of ``provider`` (read from the environment on first use)."""
+        if provider not in self._pools:
+            self._pools[provider] = _keys_for(provider)
+        return self._pools[provider]
+
+    def key_env_name(self, provider: str) -> str:
+        return f"{KEY_PREFIX.get(provider, provider.upper())}_API_KEY"
+
+
+_settings: Settings | None = None
+_settings_lock = threading.Lock()
+
+
+def settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    global _settings
+    with _settings_lock:
+        if _settings is None:
+            _settings = Settings.from_env()
+        return _settings
+
+
+def reload_settings() -> Settings:
+    """Read the environment again (after changing ``os.environ`` or ``.env``)."""
+    global _settings
+    with _settings_lock:
+        _settings = Settings.from_env()
+        return _settings

@@ -1,0 +1,443 @@
+"""The call pipeline: resolve → guard → stream (with retries and fallbacks) → price → ledger.
+
+``complete``, ``stream`` and ``acomplete`` all run :func:`_execute`, a generator that yields
+text chunks as they arrive and returns the :class:`Result`. Every call that reached the point
+of sending writes exactly one ledger row per model tried — failures and interruptions too.
+No IPython here: this works in a plain script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import errors, gateway, pricing, retry
+from .config import Settings, settings
+from .errors import UsageProblem
+from .models import Route, resolve
+from .result import Result
+from .secrets import scrub
+from .store import Ledger, ledger, utcnow
+
+__all__ = ["Request", "complete", "stream", "acomplete", "Stream", "reset_chat", "chats"]
+
+DEFAULT_MAX_TOKENS = {"standard": 2048, "tools": 1024, "generate": 4096}
+CONTEXT_SHARE = 0.8  # over this share of the context window, old chat turns are dropped
+
+_chats: dict[str, list[dict[str, str]]] = {}
+_chats_lock = threading.Lock()
+
+
+def chats() -> dict[str, list[dict[str, str]]]:
+    """Conversation histories kept by ``--chat NAME`` (in this process)."""
+    return _chats
+
+
+def reset_chat(name: str | None = None) -> list[str]:
+    """Forget one conversation, or all of them; returns the names forgotten."""
+    with _chats_lock:
+        names = [name] if name else list(_chats)
+        for n in names:
+            _chats.pop(n, None)
+    return names
+
+
+@dataclass
+class Request:
+    """One user request, before routing."""
+
+    prompt: str | list[dict[str, str]]
+    model: str | None = None
+    system: str | None = None
+    max_tokens: int | None = None
+    temperature: float = 0.0
+    agent: str | None = None
+    user: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    chat: str | None = None
+    execution_count: int | None = None
+    task: str = "standard"
+    store_text: bool | None = None
+
+    def validate(self) -> None:
+        if self.max_tokens is not None and (
+            not isinstance(self.max_tokens, int) or self.max_tokens <= 0
+        ):
+            raise UsageProblem(f"max_tokens must be a positive integer, not {self.max_tokens!r}")
+        if not isinstance(self.temperature, (int, float)) or not 0 <= self.temperature <= 2:
+            raise UsageProblem(f"temperature must be between 0 and 2, not {self.temperature!r}")
+        if isinstance(self.prompt, str) and not self.prompt.strip():
+            raise UsageProblem("The prompt is empty: write it in the cell body or pass it as text")
+
+
+def _messages(req: Request) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(history, new messages) for this request."""
+    history = list(_chats.get(req.chat, [])) if req.chat else []
+    if isinstance(req.prompt, str):
+        new = [{"role": "user", "content": req.prompt}]
+    else:
+        new = [dict(m) for m in req.prompt]
+    if req.system and not any(m.get("role") == "system" for m in history + new):
+        history = [{"role": "system", "content": req.system}, *history]
+    return history, new
+
+
+def _fit_context(
+    route: Route, history: list[dict[str, str]], new: list[dict[str, str]], notes: list[str]
+) -> tuple[list[dict[str, str]], int]:
+    """Drop the oldest chat turns while over 80% of the window; returns (messages, tokens)."""
+    messages = history + new
+    tokens = gateway.count_tokens(route.litellm_model, messages)
+    window = route.context_window
+    if not window:
+        return messages, tokens
+    limit = int(window * CONTEXT_SHARE)
+    dropped = 0
+    system = [m for m in history if m.get("role") == "system"]
+    turns = [m for m in history if m.get("role") != "system"]
+    while tokens > limit and turns:
+        turns = turns[2:] if len(turns) >= 2 else []
+        dropped += 1
+        messages = system + turns + new
+        tokens = gateway.count_tokens(route.litellm_model, messages)
+    if dropped:
+        notes.append(
+            f"Dropped the {dropped} oldest chat turn(s) to stay under 80% of the context window"
+        )
+    return messages, tokens
+
+
+class _Call:
+    """One call: one model, possibly several HTTP attempts, and exactly one ledger row."""
+
+    def __init__(
+        self,
+        route: Route,
+        req: Request,
+        *,
+        trace_id: str,
+        max_tokens: int,
+        price: pricing.Price | None,
+        input_estimate: int,
+        fallback_from: str | None,
+        prompt: str,
+        store_text: bool,
+        notes: list[str],
+    ) -> None:
+        self.route = route
+        self.req = req
+        self.trace_id = trace_id
+        self.call_id = uuid.uuid4().hex
+        self.max_tokens = max_tokens
+        self.price = price
+        self.input_estimate = input_estimate
+        self.fallback_from = fallback_from
+        self.prompt = prompt
+        self.store_text = store_text
+        self.notes = notes
+        self.ts_start = utcnow()
+        self.t0 = time.perf_counter()
+        self.ttft: float | None = None
+        self.parts: list[str] = []
+        self.attempts = 0
+        self.usage: gateway.Usage | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def finish(self, book: Ledger, status: str, err: errors.ProviderError | None) -> Result:
+        """Price the call, write its ledger row, and return the Result."""
+        refused = status.startswith("refused")
+        if self.usage is not None and self.usage.reported:
+            tin, tout, source = self.usage.input_tokens, self.usage.output_tokens, "provider"
+        else:
+            tin = self.input_estimate if self.attempts > 0 and not refused else 0
+            tout = gateway.count_text_tokens(self.route.litellm_model, self.text)
+            source = "estimated"
+        amount = 0.0 if refused else pricing.cost(self.price, tin, tout)
+        if self.price is None and not refused:
+            self.notes.append(pricing.no_price_note(self.route.model))
+        latency = time.perf_counter() - self.t0
+        gen_time = latency - (self.ttft or 0.0)
+        tps = tout / gen_time if self.ttft is not None and gen_time > 0 else math.nan
+        ttft = self.ttft if self.ttft is not None else math.nan
+        req = self.req
+        message = scrub(str(err)) if err is not None else None
+        book.record(
+            {
+                "call_id": self.call_id,
+                "trace_id": self.trace_id,
+                "ts_start": self.ts_start,
+                "ts_end": utcnow(),
+                "requested_model": req.model,
+                "model": self.route.model,
+                "provider": self.route.provider,
+                "fallback_from": self.fallback_from,
+                "attempts": self.attempts,
+                "status": status,
+                "error_type": err.error_type if err is not None else None,
+                "http_status": err.status if err is not None else None,
+                "input_tokens": tin,
+                "output_tokens": tout,
+                "usage_source": source,
+                "cost_usd": amount,
+                "price_source": self.price.source if self.price else None,
+                "latency_s": latency,
+                "ttft_s": ttft,
+                "output_tps": tps,
+                "max_tokens": self.max_tokens,
+                "temperature": float(req.temperature),
+                "agent": req.agent,
+                "user": req.user,
+                "tags": dict(req.tags) if req.tags else None,
+                "chat": req.chat,
+                "execution_count": req.execution_count,
+                "key_alias": self.route.key_alias,
+                "prompt": scrub(self.prompt, keylike=False) if self.store_text else None,
+                "response": scrub(self.text, keylike=False) if self.store_text else None,
+                "error_message": message,
+            }
+        )
+        return Result(
+            text=self.text,
+            model=self.route.model,
+            requested_model=str(req.model),
+            input_tokens=tin,
+            output_tokens=tout,
+            cost_usd=amount,
+            latency_s=latency,
+            ttft_s=ttft,
+            attempts=self.attempts,
+            fallback_from=self.fallback_from,
+            status=status,
+            call_id=self.call_id,
+            trace_id=self.trace_id,
+            usage_source=source,
+            error=message,
+            notes=list(self.notes),
+        )
+
+
+def _sleep(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.1))  # stays interruptible
+
+
+def _execute(
+    req: Request, cfg: Settings | None = None, book: Ledger | None = None
+) -> Generator[str, None, Result]:
+    """Run one request; yields text chunks, returns the Result; raises ProviderError on failure."""
+    req.validate()
+    cfg = cfg or settings()
+    book = book or ledger(cfg.ledger)
+    store_text = cfg.store_text if req.store_text is None else req.store_text
+    req.model = (req.model or cfg.default_model).strip()
+    max_tokens = req.max_tokens or DEFAULT_MAX_TOKENS.get(req.task, 2048)
+    trace_id = uuid.uuid4().hex
+    history, new = _messages(req)
+    prompt_text = "\n\n".join(str(m.get("content", "")) for m in new)
+    notes: list[str] = []
+
+    chain = [req.model] + [m for m in cfg.fallback_models if m != req.model]
+    fallback_from: str | None = None
+    last_err: errors.ProviderError | None = None
+    for index, name in enumerate(chain):
+        try:
+            route = resolve(name, cfg, book)
+        except UsageProblem:
+            if index == 0:
+                raise  # the user's own model: a usage error, nothing sent
+            notes.append(f"Skipped fallback {name}: no key or unknown model")
+            continue
+        messages, input_estimate = _fit_context(route, history, new, notes)
+        price = pricing.price_for(route.model, route.provider, book, also=(name,))
+        call = _Call(
+            route,
+            req,
+            trace_id=trace_id,
+            max_tokens=max_tokens,
+            price=price,
+            input_estimate=input_estimate,
+            fallback_from=fallback_from,
+            prompt=prompt_text,
+            store_text=store_text,
+            notes=notes,
+        )
+
+        if route.context_window and input_estimate > route.context_window * CONTEXT_SHARE:
+            err = errors.ContextTooLong(
+                f"The prompt is ~{input_estimate} tokens, over 80% of {route.model}'s "
+                f"{route.context_window}-token window: shorten it or use a larger model"
+            )
+            result = call.finish(book, "refused_context", err)
+            raise _attach(err, result)
+
+        while True:
+            call.attempts += 1
+            if route.provider not in ("local",) and route.key is not None and call.attempts > 1:
+                route.key = cfg.keys(route.provider).next() or route.key
+            api_key = route.key.reveal() if route.key else ("no-key" if route.api_base else None)
+            pieces = gateway.stream_chat(
+                model=route.litellm_model,
+                messages=messages,
+                max_tokens=max_tokens,
+                temperature=req.temperature,
+                api_base=route.api_base,
+                api_key=api_key,
+            )
+            try:
+                for piece in pieces:
+                    if isinstance(piece, gateway.Usage):
+                        call.usage = piece
+                        continue
+                    if call.ttft is None:
+                        call.ttft = time.perf_counter() - call.t0
+                    call.parts.append(piece)
+                    yield piece
+            except (KeyboardInterrupt, GeneratorExit) as stop:
+                pieces.close()
+                notes.append("response interrupted")
+                result = call.finish(book, "interrupted", None)
+                _remember(req, new, result)
+                if isinstance(stop, GeneratorExit):
+                    raise
+                raise errors.Interrupted(result) from None
+            except errors.StreamInterrupted as err:
+                notes.append("response interrupted")
+                result = call.finish(book, "interrupted", err)
+                raise _attach(err, result) from None
+            except errors.ProviderError as err:
+                decision = retry.decide(err, call.attempts)
+                if decision.retry:
+                    _sleep(decision.wait_s)
+                    call.parts.clear()
+                    continue
+                last_err = err
+                is_last = index == len(chain) - 1
+                if decision.fallback and not is_last:
+                    call.finish(book, "error", err)
+                    notes.append(
+                        f"{route.model} failed ({err.error_type}"
+                        f"{f' {err.status}' if err.status else ''}): answered by the next fallback"
+                    )
+                    fallback_from = route.model
+                    break
+                result = call.finish(book, "error", err)
+                raise _attach(err, result) from None
+            result = call.finish(book, "ok", None)
+            _remember(req, new, result)
+            return result
+    assert last_err is not None
+    raise last_err
+
+
+def _attach(err: errors.ProviderError, result: Result) -> errors.ProviderError:
+    err.result = result  # type: ignore[attr-defined]
+    return err
+
+
+def _remember(req: Request, new: list[dict[str, str]], result: Result) -> None:
+    if req.chat and result.text:
+        with _chats_lock:
+            history = _chats.setdefault(req.chat, [])
+            if req.system and not history:
+                history.append({"role": "system", "content": req.system})
+            history.extend(new)
+            history.append({"role": "assistant", "content": result.text})
+
+
+def _request(prompt: Any, model: str | None, max_tokens: int | None, **kw: Any) -> Request:
+    tags = kw.pop("tags", None) or {}
+    return Request(prompt=prompt, model=model, max_tokens=max_tokens, tags=dict(tags), **kw)
+
+
+class Stream:
+    """An iterator of text chunks; ``.result`` holds the :class:`Result` once it is exhausted.
+
+    A ``KeyboardInterrupt`` while iterating (or ``close()``) records the partial call as
+    ``interrupted``."""
+
+    def __init__(self, gen: Generator[str, None, Result]) -> None:
+        self._gen = gen
+        self.result: Result | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._gen)
+        except StopIteration as stop:
+            self.result = stop.value
+            raise StopIteration from None
+
+    def interrupt(self) -> Result | None:
+        """Stop the stream now, recording the partial answer as ``interrupted``."""
+        try:
+            self._gen.throw(KeyboardInterrupt)
+        except errors.Interrupted as stop:
+            self.result = stop.result
+        except StopIteration as stop:
+            self.result = stop.value
+        return self.result
+
+    def close(self) -> None:
+        self._gen.close()
+
+    def __repr__(self) -> str:
+        return f"Stream(done={self.result is not None})"
+
+
+def stream(
+    prompt: str | list[dict[str, str]],
+    model: str | None = None,
+    max_tokens: int | None = None,
+    **options: Any,
+) -> Stream:
+    """Stream an answer: ``for chunk in lm.stream("Hi"): print(chunk, end="")``."""
+    return Stream(_execute(_request(prompt, model, max_tokens, **options)))
+
+
+def complete(
+    prompt: str | list[dict[str, str]],
+    model: str | None = None,
+    max_tokens: int | None = None,
+    stream: bool = True,
+    on_text: Callable[[str], None] | None = None,
+    **options: Any,
+) -> Result:
+    """Ask ``model`` (default: ``DEFAULT_MODEL`` or ``local``) and return the :class:`Result`.
+
+    Attribution (``agent``, ``user``, ``tags``, ``chat``), ``system`` and ``temperature`` go in
+    ``options``. Streams underneath whatever ``stream`` says; ``on_text`` sees each chunk.
+    Provider failures raise :class:`llm_magic.errors.ProviderError` (its ``.result`` holds the
+    ledger's view of the call)."""
+    gen = _execute(_request(prompt, model, max_tokens, **options))
+    while True:
+        try:
+            chunk = next(gen)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        if on_text is not None:
+            try:
+                on_text(chunk)
+            except KeyboardInterrupt:
+                gen.throw(KeyboardInterrupt)  # records the partial call, raises Interrupted
+
+
+async def acomplete(
+    prompt: str | list[dict[str, str]],
+    model: str | None = None,
+    max_tokens: int | None = None,
+    **options: Any,
+) -> Result:
+    """``complete`` for asyncio code: runs the call in a worker thread."""
+    return await asyncio.to_thread(complete, prompt, model, max_tokens, **options)

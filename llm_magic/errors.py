@@ -1,0 +1,124 @@
+"""Our own exception types: every provider failure becomes one of these.
+
+They carry what the reliability layer needs (HTTP status, ``Retry-After``) and never a key:
+messages pass through :func:`llm_magic.secrets.scrub` before they are built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "LLMError",
+    "UsageProblem",
+    "ProviderError",
+    "RateLimited",
+    "ServerError",
+    "Overloaded",
+    "AuthError",
+    "ContextTooLong",
+    "BadRequest",
+    "ConnectionFailed",
+    "Timeout",
+    "StreamInterrupted",
+    "LocalModelUnavailable",
+    "LedgerError",
+    "Interrupted",
+]
+
+
+class LLMError(Exception):
+    """Base of every error llm_magic raises on purpose."""
+
+
+class UsageProblem(LLMError):
+    """The user asked for something we cannot do (unknown model, missing key, bad value).
+
+    The magics turn it into ``UsageError`` (one line, no traceback)."""
+
+
+class LocalModelUnavailable(UsageProblem):
+    """The embedded local model cannot be started (extra not installed, server failed)."""
+
+
+class LedgerError(LLMError):
+    """The ledger cannot be opened safely (corrupt, or from a newer schema)."""
+
+
+class ProviderError(LLMError):
+    """A call to a provider failed. ``status`` is the HTTP status when there was one."""
+
+    status: int | None = None
+    error_type = "provider_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        self.retry_after = retry_after
+        self.provider = provider
+        self.model = model
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status!r}, message={str(self)!r})"
+
+
+class RateLimited(ProviderError):
+    status = 429
+    error_type = "rate_limited"
+
+
+class ServerError(ProviderError):
+    status = 500
+    error_type = "server_error"
+
+
+class Overloaded(ServerError):
+    status = 529
+    error_type = "overloaded"
+
+
+class AuthError(ProviderError):
+    status = 401
+    error_type = "auth"
+
+
+class ContextTooLong(ProviderError):
+    status = 400
+    error_type = "context_length"
+
+
+class BadRequest(ProviderError):
+    status = 400
+    error_type = "bad_request"
+
+
+class ConnectionFailed(ProviderError):
+    error_type = "connection"
+
+
+class Timeout(ProviderError):
+    error_type = "timeout"
+
+
+class StreamInterrupted(ProviderError):
+    """The stream broke after text had arrived; the partial text is kept."""
+
+    error_type = "stream_interrupted"
+
+
+class Interrupted(KeyboardInterrupt):
+    """A call stopped by Ctrl-C / a kernel interrupt; ``.result`` keeps the partial answer
+    (already in the ledger with status ``interrupted``)."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("response interrupted")
+        self.result = result

@@ -1,0 +1,272 @@
+"""The one module that imports litellm.
+
+Everything that talks to a provider goes through here: streaming chat calls (always streamed,
+always bounded by ``max_tokens``, always asking for usage), token counting, the bundled price
+map, and the translation of provider failures into :mod:`llm_magic.errors`.
+
+litellm is imported lazily, on the first call that needs it (it costs ~3 s and ~190 MB).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+from . import errors
+from .secrets import scrub
+
+__all__ = [
+    "Usage",
+    "stream_chat",
+    "count_tokens",
+    "count_text_tokens",
+    "model_info",
+    "provider_of",
+    "litellm_version",
+    "translate_error",
+]
+
+_lock = threading.Lock()
+_module: Any = None
+
+
+def _litellm() -> Any:
+    """Import and quieten litellm once: bundled price map, no banners, no debug logging."""
+    global _module
+    if _module is not None:
+        return _module
+    with _lock:
+        if _module is None:
+            # Offline-safe: use the price map bundled with the pinned version.
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            os.environ.setdefault("LITELLM_LOG", "ERROR")
+            import litellm
+
+            litellm.suppress_debug_info = True
+            litellm.set_verbose = False
+            litellm.drop_params = True  # providers that reject stream_options still work
+            litellm.telemetry = False
+            for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx"):
+                logging.getLogger(name).setLevel(logging.ERROR)
+            _module = litellm
+    return _module
+
+
+def litellm_version() -> str:
+    from importlib.metadata import version
+
+    return version("litellm")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage at the end of a stream; ``reported`` is False when litellm had to estimate."""
+
+    input_tokens: int
+    output_tokens: int
+    reported: bool
+
+
+def provider_of(model: str) -> str:
+    """The LiteLLM provider name of ``model``; :class:`UsageProblem` if none is known."""
+    litellm = _litellm()
+    try:
+        _, provider, _, _ = litellm.get_llm_provider(model=model)
+    except Exception:
+        raise errors.UsageProblem(
+            f"Unknown model {model!r}: use a LiteLLM id such as openai/gpt-4o or "
+            "anthropic/claude-sonnet-4-5, or define one with %llm alias NAME MODEL"
+        ) from None
+    return str(provider)
+
+
+def model_info(model: str) -> dict[str, Any] | None:
+    """The bundled price-map entry of ``model`` (prices per token, context window), or None."""
+    litellm = _litellm()
+    try:
+        info = litellm.get_model_info(model=model)
+    except Exception:
+        return None
+    return dict(info) if info else None
+
+
+def count_tokens(model: str, messages: list[dict[str, str]]) -> int:
+    """Tokens of ``messages`` with the model's tokenizer where litellm knows it, else cl100k."""
+    litellm = _litellm()
+    try:
+        return int(litellm.token_counter(model=model, messages=messages))
+    except Exception:
+        return int(litellm.token_counter(model="gpt-4o", messages=messages))
+
+
+def count_text_tokens(model: str, text: str) -> int:
+    """Tokens of a plain completion text."""
+    if not text:
+        return 0
+    litellm = _litellm()
+    try:
+        return int(litellm.token_counter(model=model, text=text, count_response_tokens=True))
+    except Exception:
+        return int(litellm.token_counter(model="gpt-4o", text=text, count_response_tokens=True))
+
+
+def stream_chat(
+    *,
+    model: str,
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    temperature: float,
+    api_base: str | None = None,
+    api_key: str | None = None,
+    timeout: float = 600.0,
+    first_byte_timeout: float | None = None,
+) -> Generator[str | Usage, None, None]:
+    """Stream one chat completion: yields text chunks, then one :class:`Usage`.
+
+    Raises :mod:`llm_magic.errors` types only. ``max_tokens`` is mandatory: no call is unbounded.
+    """
+    if not max_tokens or max_tokens <= 0:
+        raise errors.UsageProblem("max_tokens must be a positive integer, e.g. --max-tokens 512")
+    litellm = _litellm()
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": int(max_tokens),
+        "temperature": float(temperature),
+        "timeout": timeout,
+        "num_retries": 0,  # retries are ours (llm_magic.retry), not litellm's
+        "max_retries": 0,
+    }
+    if api_base:
+        kwargs["api_base"] = api_base
+    if api_key:
+        kwargs["api_key"] = api_key
+    if first_byte_timeout:
+        kwargs["stream_timeout"] = first_byte_timeout
+    got_text = False
+    response: Any = None
+    try:
+        response = litellm.completion(**kwargs)
+        final_usage = None
+        for chunk in response:
+            usage = getattr(chunk, "usage", None)
+            if usage is not None:
+                final_usage = usage
+            for choice in getattr(chunk, "choices", None) or ():
+                delta = getattr(choice, "delta", None)
+                text = getattr(delta, "content", None) if delta is not None else None
+                if text:
+                    got_text = True
+                    yield text
+        reported = any(
+            getattr(c, "usage", None) is not None for c in getattr(response, "chunks", ())
+        )
+        if final_usage is not None:
+            yield Usage(
+                int(getattr(final_usage, "prompt_tokens", 0) or 0),
+                int(getattr(final_usage, "completion_tokens", 0) or 0),
+                reported,
+            )
+    except errors.LLMError:
+        raise
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # every provider failure becomes one of ours
+        err = translate_error(exc, model=model)
+        if got_text and not isinstance(err, (errors.AuthError, errors.RateLimited)):
+            raise errors.StreamInterrupted(
+                f"response interrupted: {err}", status=err.status, model=model
+            ) from None
+        raise err from None
+    finally:
+        # An interrupted or abandoned stream closes its HTTP connection at once.
+        close = getattr(response, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                pass
+
+
+_PREFIX = re.compile(r"^(litellm\.)?[A-Za-z]+(Error|Exception|Timeout)?:\s*")
+
+
+def _clean(message: str) -> str:
+    message = scrub(message)
+    message = message.strip().splitlines()[0] if message.strip() else ""
+    for _ in range(3):
+        message = _PREFIX.sub("", message, count=1)
+    return message[:300]
+
+
+def _retry_after(exc: Exception) -> float | None:
+    headers = getattr(exc, "litellm_response_headers", None)
+    if headers is None:
+        response = getattr(exc, "response", None)
+        headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    try:
+        raw = headers.get("retry-after") or headers.get("Retry-After")
+    except Exception:
+        return None
+    if not raw:
+        return None
+    raw = str(raw).strip()
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def translate_error(exc: Exception, *, model: str | None = None) -> errors.ProviderError:
+    """Map a litellm/httpx exception to our small set of types (status and Retry-After kept)."""
+    litellm = _litellm()
+    ex = litellm.exceptions
+    status = getattr(exc, "status_code", None)
+    try:
+        status = int(status) if status is not None else None
+    except (TypeError, ValueError):
+        status = None
+    text = _clean(str(exc)) or type(exc).__name__
+    lowered = text.lower()
+    kw: dict[str, Any] = {"status": status, "retry_after": _retry_after(exc), "model": model}
+    if (
+        isinstance(exc, ex.ContextWindowExceededError)
+        or "context length" in lowered
+        or ("prompt is too long" in lowered)
+    ):
+        return errors.ContextTooLong(text, **{**kw, "status": 400})
+    if isinstance(exc, ex.RateLimitError) or status == 429:
+        return errors.RateLimited(text, **{**kw, "status": 429})
+    if isinstance(exc, (ex.AuthenticationError, ex.PermissionDeniedError)) or status in (401, 403):
+        return errors.AuthError(text, **{**kw, "status": status or 401})
+    if status == 529 or "overloaded" in lowered:
+        return errors.Overloaded(text, **{**kw, "status": 529})
+    if isinstance(exc, ex.Timeout) or status == 408:
+        return errors.Timeout(text, **kw)
+    if isinstance(exc, ex.APIConnectionError) and status in (None, 500):
+        cause = repr(exc.__cause__ or exc.__context__ or "").lower() + lowered
+        if "connect" in cause or "refused" in cause:
+            return errors.ConnectionFailed(text, **{**kw, "status": None})
+    if status is not None and status >= 500:
+        return errors.ServerError(text, **kw)
+    if isinstance(exc, ex.APIConnectionError):
+        return errors.ConnectionFailed(text, **{**kw, "status": None})
+    if status is not None and 400 <= status < 500:
+        return errors.BadRequest(text, **kw)
+    return errors.ProviderError(text, **kw)

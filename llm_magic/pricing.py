@@ -1,0 +1,57 @@
+"""Prices: user overrides (``%llm price``, kept in the ledger), $0 for local models, else the
+price map bundled with the pinned litellm. No known price ⇒ ``None`` ⇒ cost NaN, never 0."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from . import gateway
+from .store import Ledger
+
+__all__ = ["Price", "price_for", "cost", "no_price_note"]
+
+FREE_PROVIDERS = {"local", "ollama", "ollama_chat"}
+
+
+@dataclass(frozen=True)
+class Price:
+    input_per_token: float
+    output_per_token: float
+    source: str
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return input_tokens * self.input_per_token + output_tokens * self.output_per_token
+
+
+def price_for(
+    model: str, provider: str, ledger: Ledger, *, also: tuple[str, ...] = ()
+) -> Price | None:
+    """The price of ``model`` (or of any name in ``also``, e.g. the alias the user typed)."""
+    overrides = ledger.prices()
+    for name in (model, *also):
+        if name in overrides:
+            i, o = overrides[name]
+            return Price(i / 1e6, o / 1e6, "override")
+    if provider in FREE_PROVIDERS:
+        return Price(0.0, 0.0, "local")
+    for name in (model, *also):
+        info = gateway.model_info(name)
+        if info and info.get("input_cost_per_token") is not None:
+            return Price(
+                float(info["input_cost_per_token"]),
+                float(info.get("output_cost_per_token") or 0.0),
+                f"litellm {gateway.litellm_version()}",
+            )
+    return None
+
+
+def cost(price: Price | None, input_tokens: int, output_tokens: int) -> float:
+    return math.nan if price is None else price.cost(input_tokens, output_tokens)
+
+
+def no_price_note(model: str) -> str:
+    return (
+        f"No price known for {model}: cost recorded as NaN. "
+        f"Set one with %llm price {model} IN_PER_1M OUT_PER_1M"
+    )

@@ -1,0 +1,70 @@
+"""``Result``: what one request produced, with a rich repr for notebooks."""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+
+__all__ = ["Result"]
+
+
+def _money(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "cost unknown"
+    return f"${value:.6f}" if value < 0.01 else f"${value:.4f}"
+
+
+@dataclass
+class Result:
+    """The answer and its accounting. ``status`` is ``ok``, ``error``, ``interrupted``,
+    ``refused_budget`` or ``refused_context``."""
+
+    text: str
+    model: str
+    requested_model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = math.nan
+    latency_s: float = math.nan
+    ttft_s: float = math.nan
+    attempts: int = 0
+    fallback_from: str | None = None
+    status: str = "ok"
+    call_id: str = ""
+    trace_id: str = ""
+    usage_source: str = "provider"
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def footer(self) -> str:
+        """One line of accounting: model, tokens, cost, latency, TTFT."""
+        parts = [self.model]
+        if self.fallback_from:
+            parts.append(f"fallback from {self.fallback_from}")
+        est = "~" if self.usage_source == "estimated" else ""
+        parts.append(f"{est}{self.input_tokens} in / {est}{self.output_tokens} out tokens")
+        parts.append(_money(self.cost_usd))
+        if not math.isnan(self.latency_s):
+            parts.append(f"{self.latency_s:.2f} s")
+        if not math.isnan(self.ttft_s):
+            parts.append(f"first token {self.ttft_s:.2f} s")
+        if self.status != "ok":
+            parts.append(self.status)
+        return " · ".join(parts)
+
+    def __repr__(self) -> str:
+        preview = self.text if len(self.text) <= 60 else self.text[:57] + "..."
+        return f"Result({self.status}, {self.model!r}, {preview!r}, {self.footer()!r})"
+
+    def __str__(self) -> str:
+        return self.text
+
+    def _repr_markdown_(self) -> str:
+        notes = "".join(f"\n\n> {n}" for n in self.notes)
+        return f"{self.text}{notes}\n\n<small>{html.escape(self.footer())}</small>"
+
+    def _repr_html_(self) -> str:
+        body = html.escape(self.text).replace("\n", "<br>")
+        notes = "".join(f"<p><em>{html.escape(n)}</em></p>" for n in self.notes)
+        return f"<div>{body}</div>{notes}<small>{html.escape(self.footer())}</small>"

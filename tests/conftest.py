@@ -1,0 +1,88 @@
+"""Fixtures: a shell ladder (bare shell → extension loaded → private ledger) and the local model."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+# Offline: litellm uses its bundled price map, never the network.
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+os.environ["LLM_MAGIC_RETRY_SCALE"] = os.environ.get("LLM_MAGIC_RETRY_SCALE", "0.01")
+
+PROVIDER_ENV = [
+    name
+    for name in os.environ
+    if name.endswith(("_API_KEY", "_API_KEYS", "_API_BASE", "_BASE_URL"))
+    or name
+    in (
+        "DEFAULT_MODEL",
+        "FALLBACK_MODELS",
+        "DAILY_BUDGET_USD",
+        "BUDGET_DOWNGRADE_MODEL",
+        "MAX_COST_PER_REQUEST_USD",
+        "LLM_MAGIC_DISPLAY",
+    )
+]
+
+
+class TestingShell(InteractiveShell):
+    """An InteractiveShell whose run_cell re-raises, so a failing cell fails the test."""
+
+    def run_cell(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        result = super().run_cell(*args, **kwargs)
+        result.raise_error()
+        return result
+
+
+@pytest.fixture(autouse=True)
+def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """No real keys, no .env, a private ledger file per test."""
+    from llm_magic import config
+
+    for name in PROVIDER_ENV:
+        monkeypatch.delenv(name, raising=False)
+    ledger_path = tmp_path / "ledger.sqlite"
+    monkeypatch.setenv("LLM_MAGIC_LEDGER", str(ledger_path))
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    config.reload_settings()
+    yield ledger_path
+    config.reload_settings()
+
+
+@pytest.fixture
+def ip_empty() -> Iterator[InteractiveShell]:
+    cfg = Config()
+    cfg.HistoryManager.hist_file = ":memory:"
+    cfg.HistoryManager.enabled = False
+    shell = TestingShell.instance(config=cfg)
+    yield shell
+    TestingShell.clear_instance()
+
+
+@pytest.fixture
+def ip(ip_empty: InteractiveShell) -> Iterator[InteractiveShell]:
+    ip_empty.run_line_magic("load_ext", "llm_magic")
+    yield ip_empty
+    ip_empty.run_line_magic("unload_ext", "llm_magic")
+
+
+@pytest.fixture
+def ip_ledger(ip: InteractiveShell, clean_env: Path) -> InteractiveShell:
+    """Extension loaded, ledger in this test's temporary directory, plain-text streaming."""
+    ip.run_line_magic("config", f"LLMMagics.ledger = {str(clean_env)!r}")
+    ip.run_line_magic("config", "LLMMagics.display_mode = 'text'")
+    return ip
+
+
+@pytest.fixture(scope="session")
+def local_model() -> Iterator[str]:
+    """The embedded SmolLM2 server, started once for the session."""
+    from llm_magic.local import server
+
+    url = server().url()
+    yield url

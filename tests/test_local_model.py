@@ -1,0 +1,99 @@
+"""Integration on the real embedded model: SmolLM2-135M on llama.cpp, no key, $0."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import llm_magic as lm
+
+pytestmark = pytest.mark.local_model
+
+
+def test_cell_streams_and_lands_in_the_ledger(local_model, ip_ledger, clean_env, capsys) -> None:
+    ip_ledger.run_cell_magic(
+        "llm", "--max-tokens 24 -o answer --agent tester --tag exp=t1", "Write a haiku about tides."
+    )
+    out = capsys.readouterr().out
+    answer = ip_ledger.user_ns["answer"]
+    assert answer.status == "ok" and answer.text.strip()
+    assert answer.text.strip()[:20] in out  # the text reached the screen
+    assert "local/smollm2-135m-instruct" in out  # with its one-line account
+    df = lm.ledger(str(clean_env)).df
+    assert len(df) == 1
+    r = df.iloc[0]
+    assert r.status == "ok" and r.requested_model == "local" and r.provider == "local"
+    assert r.usage_source == "estimated"  # llama.cpp sends no usage in streams
+    assert r.input_tokens > 5 and 0 < r.output_tokens <= 24 + 2
+    assert r.cost_usd == 0.0 and r.price_source == "local"
+    assert 0 < r.ttft_s < r.latency_s
+    assert r.agent == "tester" and r.tags == {"exp": "t1"}
+    assert r.max_tokens == 24 and r.call_id == answer.call_id
+    assert r.response == answer.text
+
+
+def test_max_tokens_bounds_the_answer(local_model, clean_env) -> None:
+    result = lm.complete("Count from 1 to 100, one per line.", max_tokens=8)
+    assert result.output_tokens <= 10
+    assert len(result.text) < 100
+
+
+def test_chat_keeps_history_and_reset_forgets_it(local_model, ip_ledger, clean_env) -> None:
+    ip_ledger.run_cell_magic("llm", "--chat c1 --max-tokens 16", "My name is Ada.")
+    ip_ledger.run_cell_magic("llm", "--chat c1 --max-tokens 16", "What is my name?")
+    rows = lm.ledger(str(clean_env)).df
+    assert list(rows.chat) == ["c1", "c1"]
+    assert rows.input_tokens.iloc[1] > rows.input_tokens.iloc[0]  # history was sent
+    assert len(lm.core.chats()["c1"]) == 4
+    ip_ledger.run_line_magic("llm", "reset c1")
+    assert "c1" not in lm.core.chats()
+
+
+def test_stream_api_yields_chunks_then_result(local_model, clean_env) -> None:
+    s = lm.stream("Say hello.", max_tokens=12)
+    chunks = list(s)
+    assert len(chunks) >= 2  # it really streamed
+    assert s.result is not None and s.result.text == "".join(chunks)
+
+
+def test_breaking_out_of_a_stream_records_it_interrupted(local_model, clean_env) -> None:
+    s = lm.stream("Tell me a long story about the sea.", max_tokens=200)
+    first = next(iter(s))
+    result = s.interrupt()
+    assert result is not None and result.status == "interrupted"
+    assert result.text.startswith(first)
+    row = lm.ledger(str(clean_env)).df.iloc[-1]
+    assert row.status == "interrupted" and row.output_tokens >= 1
+
+
+def test_acomplete(local_model, clean_env) -> None:
+    import asyncio
+
+    result = asyncio.run(lm.acomplete("Say yes.", max_tokens=4))
+    assert result.status == "ok" and result.output_tokens > 0
+
+
+def test_plain_script_without_ipython(local_model, tmp_path: Path) -> None:
+    code = (
+        "import sys, llm_magic as lm\n"
+        "r = lm.complete('Say hi.', max_tokens=8)\n"
+        "assert r.status == 'ok', r\n"
+        "assert 'IPython' not in sys.modules, 'core imported IPython'\n"
+        "print(len(lm.ledger().df))\n"
+    )
+    env = {
+        **__import__("os").environ,
+        "LLM_MAGIC_LEDGER": str(tmp_path / "script.sqlite"),
+        "LLM_MAGIC_LOCAL_URL": local_model,
+    }
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "1"
+
+
+def test_local_status_subcommand(local_model, ip_ledger, capsys) -> None:
+    ip_ledger.run_line_magic("llm", "local status")
+    assert "running at http://127.0.0.1:" in capsys.readouterr().out
