@@ -157,6 +157,8 @@ class _Call:
         refused = status.startswith("refused")
         if self.usage is not None and self.usage.reported:
             tin, tout, source = self.usage.input_tokens, self.usage.output_tokens, "provider"
+        elif status == "error" and not self.parts:
+            tin, tout, source = 0, 0, "estimated"  # nothing was processed, nothing is billed
         else:
             tin = self.input_estimate if self.attempts > 0 and not refused else 0
             tout = gateway.count_text_tokens(self.route.litellm_model, self.text)
@@ -315,6 +317,13 @@ def _execute(
                 result = call.finish(book, "interrupted", err)
                 raise _attach(err, result) from None
             except errors.ProviderError as err:
+                if isinstance(err, errors.AuthError) and route.provider != "local":
+                    env = "LLM_MAGIC_API_KEY" if cfg.api_base else cfg.key_env_name(route.provider)
+                    err = errors.AuthError(
+                        f"{err} — check {env} in .env or the environment",
+                        status=err.status,
+                        model=route.model,
+                    )
                 decision = retry.decide(err, call.attempts)
                 if decision.retry:
                     _sleep(decision.wait_s)

@@ -28,6 +28,7 @@ __all__ = [
     "count_tokens",
     "count_text_tokens",
     "model_info",
+    "price_entry",
     "provider_of",
     "litellm_version",
     "translate_error",
@@ -95,6 +96,22 @@ def model_info(model: str) -> dict[str, Any] | None:
     except Exception:
         return None
     return dict(info) if info else None
+
+
+def price_entry(model: str) -> dict[str, Any] | None:
+    """The entry of ``model`` in the bundled price map, or None when it is not there.
+
+    Not ``get_model_info``: for a model missing from the map it invents an entry priced at 0,
+    and a silent 0 is exactly what the ledger must never record."""
+    table = _litellm().model_cost
+    names = [model]
+    if "/" in model:
+        names.append(model.split("/", 1)[1])
+    for name in names:
+        entry = table.get(name)
+        if entry and entry.get("input_cost_per_token") is not None:
+            return dict(entry)
+    return None
 
 
 def count_tokens(model: str, messages: list[dict[str, str]]) -> int:
@@ -200,8 +217,15 @@ def stream_chat(
 _PREFIX = re.compile(r"^(litellm\.)?[A-Za-z]+(Error|Exception|Timeout)?:\s*")
 
 
+_JSON_MESSAGE = re.compile(r'"message"\s*:\s*"((?:[^"\\]|\\.)+)"')
+
+
 def _clean(message: str) -> str:
+    """One short line: the provider's own error message where its JSON body has one."""
     message = scrub(message)
+    found = _JSON_MESSAGE.search(message)
+    if found:
+        message = found.group(1)
     message = message.strip().splitlines()[0] if message.strip() else ""
     for _ in range(3):
         message = _PREFIX.sub("", message, count=1)

@@ -36,8 +36,8 @@ def price_for(
     if provider in FREE_PROVIDERS:
         return Price(0.0, 0.0, "local")
     for name in (model, *also):
-        info = gateway.model_info(name)
-        if info and info.get("input_cost_per_token") is not None:
+        info = gateway.price_entry(name)
+        if info is not None:
             return Price(
                 float(info["input_cost_per_token"]),
                 float(info.get("output_cost_per_token") or 0.0),
