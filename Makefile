@@ -40,7 +40,9 @@ unit: install
 	$(BIN)/python -m pytest tests
 
 notebooks: install
-	$(BIN)/python -m pytest --nbval-lax notebooks -p no:cacheprovider
+	rm -f build/nbval-ledger.sqlite*
+	LLM_MAGIC_LEDGER=$(CURDIR)/build/nbval-ledger.sqlite LLM_MAGIC_DISPLAY=handle \
+	  $(BIN)/python -m pytest --nbval-lax notebooks -p no:cacheprovider
 
 bench-smoke: install
 	$(BIN)/python -m bench.run --smoke

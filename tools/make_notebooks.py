@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def nb(cells: list[tuple[str, str]]) -> dict:
     out = []
-    for kind, src in cells:
-        cell = {"cell_type": kind, "metadata": {}, "source": src.strip("\n")}
+    for i, (kind, src) in enumerate(cells):
+        cell = {"id": f"c{i:02d}", "cell_type": kind, "metadata": {}, "source": src.strip("\n")}
         if kind == "code":
             cell.update({"execution_count": None, "outputs": []})
         out.append(cell)

@@ -1,0 +1,95 @@
+"""In a real Jupyter kernel: %%llm streams, and a kernel interrupt stops the stream, says so in
+the cell, and leaves the partial answer in the ledger as ``interrupted``."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client.manager import KernelManager
+
+from tests.fakeprovider import FakeProvider, ok
+
+KEY = "sk-test-KERNELKEY-0123456789abcdefghij"
+
+
+@pytest.fixture
+def kernel(tmp_path: Path) -> Iterator[tuple[Any, Any, FakeProvider, Path]]:
+    with FakeProvider() as fp:
+        ledger = tmp_path / "kernel.sqlite"
+        env = {
+            **os.environ,
+            "OPENAI_API_BASE": fp.openai_base,
+            "OPENAI_API_KEY": KEY,
+            "LLM_MAGIC_LEDGER": str(ledger),
+            "LLM_MAGIC_DISPLAY": "handle",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        }
+        km = KernelManager(kernel_name="python3")
+        km.start_kernel(env=env, cwd=str(tmp_path))
+        kc = km.client()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=120)
+            reply = kc.execute_interactive(
+                "%load_ext llm_magic\nimport llm_magic.gateway as g; g._litellm()", timeout=120
+            )
+            assert reply["content"]["status"] == "ok"
+            yield km, kc, fp, ledger
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+
+
+def _texts(msg: dict[str, Any]) -> str:
+    content = msg.get("content", {})
+    if "text" in content:
+        return str(content["text"])
+    data = content.get("data", {})
+    return str(data.get("text/markdown", "")) + str(data.get("text/plain", ""))
+
+
+def test_kernel_interrupt_stops_the_stream_and_keeps_the_partial_answer(kernel) -> None:
+    km, kc, fp, ledger = kernel
+    words = " ".join(f"w{i}" for i in range(400))
+    fp.script(ok(words, input_tokens=9, output_tokens=400, chunk_delay=0.05))  # ~20 s of tokens
+    msg_id = kc.execute("%%llm -m gpt-4o -o r\nCount slowly.")
+    seen = ""
+    deadline = time.monotonic() + 60
+    while "w3 " not in seen and time.monotonic() < deadline:
+        msg = kc.get_iopub_msg(timeout=30)
+        if msg["parent_header"].get("msg_id") == msg_id:
+            seen += _texts(msg)
+    assert "w3 " in seen, "the answer did not stream into the cell"
+    asked = time.monotonic()
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=30)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=30)
+    stopped = time.monotonic() - asked
+    print(f"kernel interrupt → cell finished in {stopped:.3f} s")
+    assert stopped < 2.0  # the issue asks 0.5 s; the bound here leaves room for a loaded CI
+    outputs = ""
+    while True:
+        try:
+            msg = kc.get_iopub_msg(timeout=2)
+        except Exception:
+            break
+        if msg["parent_header"].get("msg_id") == msg_id:
+            outputs += _texts(msg)
+    assert "response interrupted" in outputs
+    db = sqlite3.connect(ledger)
+    status, out_tokens, response = db.execute(
+        "SELECT status, output_tokens, response FROM calls"
+    ).fetchone()
+    assert status == "interrupted"
+    assert 3 <= out_tokens < 400 and response.startswith("w0 w1 w2")
+    # the kernel lives on, and the partial Result was kept
+    check = kc.execute_interactive("print(r.status, len(r.text) > 0)", timeout=30)
+    assert check["content"]["status"] == "ok"
+    assert KEY not in outputs
