@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import errors, gateway, pricing, retry
+from . import budget, errors, gateway, pricing, retry
 from .config import Settings, settings
 from .errors import UsageProblem
 from .models import Route, resolve
@@ -248,7 +248,13 @@ def _execute(
     prompt_text = "\n\n".join(str(m.get("content", "")) for m in new)
     notes: list[str] = []
 
-    chain = [req.model] + [m for m in cfg.fallback_models if m != req.model]
+    verdict = budget.check_daily(cfg, book, req.model)
+    if verdict.note:
+        notes.append(verdict.note)
+    first = req.model
+    if verdict.action == "downgrade" and cfg.budget_downgrade_model:
+        first = cfg.budget_downgrade_model
+    chain = [first] + [m for m in cfg.fallback_models if m not in (first, req.model)]
     fallback_from: str | None = None
     last_err: errors.ProviderError | None = None
     for index, name in enumerate(chain):
@@ -281,6 +287,22 @@ def _execute(
             )
             result = call.finish(book, "refused_context", err)
             raise _attach(err, result)
+
+        refusal = None
+        if verdict.action == "refuse":
+            refusal = verdict.note
+        worst = budget.worst_case_cost(price, input_estimate, max_tokens)
+        cap = cfg.max_cost_per_request_usd
+        if refusal is None and cap is not None and worst is not None and worst > cap:
+            refusal = (
+                f"Refused: this request could cost up to ${worst:.4f} ({input_estimate} input "
+                f"tokens + {max_tokens} max_tokens on {route.model}), over "
+                f"MAX_COST_PER_REQUEST_USD=${cap:.4f}: lower --max-tokens or use a cheaper model"
+            )
+        if refusal is not None:
+            refused = errors.BudgetRefused(refusal, model=route.model)
+            result = call.finish(book, "refused_budget", refused)
+            raise _attach(refused, result)
 
         while True:
             call.attempts += 1

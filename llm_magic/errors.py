@@ -24,6 +24,7 @@ __all__ = [
     "LocalModelUnavailable",
     "LedgerError",
     "Interrupted",
+    "BudgetRefused",
 ]
 
 
@@ -107,6 +108,12 @@ class ConnectionFailed(ProviderError):
 
 class Timeout(ProviderError):
     error_type = "timeout"
+
+
+class BudgetRefused(ProviderError):
+    """Refused before sending: over the daily budget, or the worst case over the per-request cap."""
+
+    error_type = "budget"
 
 
 class StreamInterrupted(ProviderError):

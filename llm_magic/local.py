@@ -183,7 +183,7 @@ class LocalServer:
         cmd = [
             sys.executable,
             "-m",
-            "llama_cpp.server",
+            "llm_magic._serve",
             "--model",
             str(gguf),
             "--model_alias",

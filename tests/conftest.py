@@ -14,20 +14,24 @@ from traitlets.config import Config
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 os.environ["LLM_MAGIC_RETRY_SCALE"] = os.environ.get("LLM_MAGIC_RETRY_SCALE", "0.01")
 
-PROVIDER_ENV = [
-    name
-    for name in os.environ
-    if name.endswith(("_API_KEY", "_API_KEYS", "_API_BASE", "_BASE_URL"))
-    or name
-    in (
-        "DEFAULT_MODEL",
-        "FALLBACK_MODELS",
-        "DAILY_BUDGET_USD",
-        "BUDGET_DOWNGRADE_MODEL",
-        "MAX_COST_PER_REQUEST_USD",
-        "LLM_MAGIC_DISPLAY",
-    )
-]
+FIXED_ENV = (
+    "DEFAULT_MODEL",
+    "FALLBACK_MODELS",
+    "DAILY_BUDGET_USD",
+    "BUDGET_ALERT_THRESHOLD",
+    "BUDGET_DOWNGRADE_MODEL",
+    "MAX_COST_PER_REQUEST_USD",
+    "LLM_MAGIC_DISPLAY",
+    "LLM_MAGIC_STORE_TEXT",
+)
+
+
+def provider_env() -> list[str]:
+    """Variables that would let a real key, base URL or budget leak into a test."""
+    found = [
+        n for n in os.environ if n.endswith(("_API_KEY", "_API_KEYS", "_API_BASE", "_BASE_URL"))
+    ]
+    return found + [n for n in FIXED_ENV if n not in found]
 
 
 class TestingShell(InteractiveShell):
@@ -44,7 +48,7 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     """No real keys, no .env, a private ledger file per test."""
     from llm_magic import config
 
-    for name in PROVIDER_ENV:
+    for name in provider_env():
         monkeypatch.delenv(name, raising=False)
     ledger_path = tmp_path / "ledger.sqlite"
     monkeypatch.setenv("LLM_MAGIC_LEDGER", str(ledger_path))

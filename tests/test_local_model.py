@@ -97,3 +97,38 @@ def test_plain_script_without_ipython(local_model, tmp_path: Path) -> None:
 def test_local_status_subcommand(local_model, ip_ledger, capsys) -> None:
     ip_ledger.run_line_magic("llm", "local status")
     assert "running at http://127.0.0.1:" in capsys.readouterr().out
+
+
+def test_server_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """A kernel killed with SIGKILL runs no atexit handler: the server must still go."""
+    import json
+    import os
+    import signal
+    import time
+
+    code = (
+        "import json, os, sys\n"
+        "from llm_magic import local\n"
+        "local._state_file = lambda: __import__('pathlib').Path(sys.argv[1])\n"
+        "url = local.server().url()\n"
+        "print(json.dumps({'url': url, 'pid': local.server()._pid}), flush=True)\n"
+        "import time; time.sleep(600)\n"
+    )
+    state = tmp_path / "state.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(state)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    info = json.loads(proc.stdout.readline())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(info["pid"], 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(info["pid"], signal.SIGKILL)
+        pytest.fail("the local server outlived the process that started it")

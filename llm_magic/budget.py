@@ -1,0 +1,76 @@
+"""The daily budget and the per-request cost cap, decided before anything is sent.
+
+Spend comes from the ledger (so it survives kernel restarts). At ``BUDGET_ALERT_THRESHOLD`` of
+``DAILY_BUDGET_USD`` an alert is given once per day (a note in the cell and a Python warning);
+at 100% calls go to ``BUDGET_DOWNGRADE_MODEL``, or are refused when none is set.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from dataclasses import dataclass
+
+from .config import Settings
+from .pricing import Price
+from .store import Ledger, utcnow
+
+__all__ = ["BudgetWarning", "Verdict", "check_daily", "worst_case_cost"]
+
+
+class BudgetWarning(UserWarning):
+    """Spending today has reached the alert threshold of the daily budget."""
+
+
+_alerted: set[tuple[str, str]] = set()
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: str  # "ok", "downgrade" or "refuse"
+    spent: float
+    budget: float | None
+    note: str | None = None
+
+
+def check_daily(cfg: Settings, book: Ledger, model: str) -> Verdict:
+    """What the daily budget says about a call to ``model`` now."""
+    budget = cfg.daily_budget_usd
+    if budget is None:
+        return Verdict("ok", 0.0, None)
+    spent = book.cost_today()
+    if spent >= budget:
+        down = cfg.budget_downgrade_model
+        if down and down != model:
+            return Verdict(
+                "downgrade",
+                spent,
+                budget,
+                f"Over the daily budget (${spent:.4f} of ${budget:.2f}): using {down} instead of {model}",
+            )
+        return Verdict(
+            "refuse",
+            spent,
+            budget,
+            f"Over the daily budget (${spent:.4f} of ${budget:.2f}): refused. Raise it with "
+            "%llm budget USD, or set BUDGET_DOWNGRADE_MODEL to a cheaper model",
+        )
+    threshold = cfg.budget_alert_threshold
+    if spent >= threshold * budget:
+        key = (str(book.path), utcnow().date().isoformat())
+        with _lock:
+            first = key not in _alerted
+            _alerted.add(key)
+        if first:
+            note = f"Budget alert: ${spent:.4f} spent today, {spent / budget:.0%} of ${budget:.2f}"
+            warnings.warn(note, BudgetWarning, stacklevel=3)
+            return Verdict("ok", spent, budget, note)
+    return Verdict("ok", spent, budget)
+
+
+def worst_case_cost(price: Price | None, input_tokens: int, max_tokens: int) -> float | None:
+    """Input tokens × input price + max_tokens × output price (None if no price is known)."""
+    if price is None:
+        return None
+    return input_tokens * price.input_per_token + max_tokens * price.output_per_token
