@@ -257,11 +257,26 @@ def _retry_after(exc: Exception) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether a connection was never made (refused, DNS, unreachable): the cause chain says."""
+    import httpx
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (ConnectionRefusedError, httpx.ConnectError)):
+            return True
+        current = current.__cause__ or current.__context__
+    return "connection refused" in str(exc).lower()
+
+
 def translate_error(exc: Exception, *, model: str | None = None) -> errors.ProviderError:
     """Map a litellm/httpx exception to our small set of types (status and Retry-After kept)."""
     litellm = _litellm()
     ex = litellm.exceptions
-    status = getattr(exc, "status_code", None)
+    # Anthropic's 529 arrives as a 500 whose provider_status_code says 529.
+    status = getattr(exc, "provider_status_code", None) or getattr(exc, "status_code", None)
     try:
         status = int(status) if status is not None else None
     except (TypeError, ValueError):
@@ -279,14 +294,13 @@ def translate_error(exc: Exception, *, model: str | None = None) -> errors.Provi
         return errors.RateLimited(text, **{**kw, "status": 429})
     if isinstance(exc, (ex.AuthenticationError, ex.PermissionDeniedError)) or status in (401, 403):
         return errors.AuthError(text, **{**kw, "status": status or 401})
-    if status == 529 or "overloaded" in lowered:
+    if status == 529:
         return errors.Overloaded(text, **{**kw, "status": 529})
     if isinstance(exc, ex.Timeout) or status == 408:
         return errors.Timeout(text, **kw)
-    if isinstance(exc, ex.APIConnectionError) and status in (None, 500):
-        cause = repr(exc.__cause__ or exc.__context__ or "").lower() + lowered
-        if "connect" in cause or "refused" in cause:
-            return errors.ConnectionFailed(text, **{**kw, "status": None})
+    if _refused(exc):
+        # litellm reports a refused connection as a 500 for OpenAI and Anthropic
+        return errors.ConnectionFailed(text, **{**kw, "status": None})
     if status is not None and status >= 500:
         return errors.ServerError(text, **kw)
     if isinstance(exc, ex.APIConnectionError):

@@ -180,3 +180,42 @@ def test_display_updates_are_coalesced(fp, clean_env) -> None:
     assert stream.result is not None and stream.result.output_tokens == 300
     assert view.text == stream.result.text
     assert 2 <= view.updates <= 30 * elapsed + 2  # streamed, but never faster than 30/s
+
+
+@pytest.mark.parametrize(
+    ("script", "error_type", "http_status", "requests"),
+    [
+        ([status(429), status(429), status(429), status(429)], "rate_limited", 429, 4),
+        ([status(503), status(503)], "server_error", 503, 2),
+        ([status(529), status(529)], "overloaded", 529, 2),
+        ([status(400)], "context_length", 400, 1),
+        ([status(403)], "auth", 403, 1),
+    ],
+)
+@pytest.mark.parametrize("model", ["gpt-4o", "claude-sonnet-4-5"])
+def test_provider_errors_map_to_our_types_with_the_spec_retries(
+    fp, clean_env, model, script, error_type, http_status, requests
+) -> None:
+    fp.script(*script)
+    with pytest.raises(lm.errors.ProviderError) as caught:
+        lm.complete("Hi", model=model, max_tokens=5)
+    assert caught.value.error_type == error_type and caught.value.status == http_status
+    assert len(posts(fp)) == requests  # 1 try + the SPEC's retries, no more
+    row = rows(clean_env).iloc[-1]
+    assert (row.status, row.error_type, row.http_status) == ("error", error_type, http_status)
+    assert row.attempts == requests
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "claude-sonnet-4-5"])
+def test_connection_refused_is_a_connection_error(clean_env, monkeypatch, model) -> None:
+    from tests.fakeprovider import refused_url
+
+    base = refused_url()
+    monkeypatch.setenv("OPENAI_API_BASE", base + "/v1")
+    monkeypatch.setenv("ANTHROPIC_API_BASE", base)
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    config.reload_settings()
+    with pytest.raises(lm.errors.ConnectionFailed):
+        lm.complete("Hi", model=model, max_tokens=5)
+    assert rows(clean_env).iloc[-1].error_type == "connection"
