@@ -5,9 +5,9 @@ Nothing here imports litellm, pandas or IPython: reading settings must stay chea
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,25 +70,56 @@ def default_ledger_path() -> Path:
 
 
 class KeyPool:
-    """The keys of one provider, handed out round-robin. Holds :class:`Secret` only."""
+    """The keys of one provider. Holds :class:`Secret` only.
 
-    def __init__(self, provider: str, keys: list[Secret]) -> None:
+    ``round_robin`` (default) or ``lru`` (``LLM_MAGIC_KEY_STRATEGY``); a key that got a 429
+    cools down and is skipped while another one is free."""
+
+    def __init__(self, provider: str, keys: list[Secret], strategy: str = "round_robin") -> None:
         self.provider = provider
         self.keys = keys
-        self._cycle = itertools.cycle(keys) if keys else None
+        self.strategy = strategy
+        self._turn = 0
+        self._last_used: dict[Secret, float] = {k: 0.0 for k in keys}
+        self._cool_until: dict[Secret, float] = {}
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
         return bool(self.keys)
 
     def __repr__(self) -> str:
-        return f"KeyPool({self.provider}, {len(self.keys)} key(s))"
+        return f"KeyPool({self.provider}, {len(self.keys)} key(s), {self.strategy})"
+
+    def _free(self, now: float) -> list[Secret]:
+        return [k for k in self.keys if self._cool_until.get(k, 0.0) <= now]
 
     def next(self) -> Secret | None:
-        if self._cycle is None:
+        """The key for the next request: a free one if any, else the one free soonest."""
+        if not self.keys:
             return None
         with self._lock:
-            return next(self._cycle)
+            now = time.monotonic()
+            free = self._free(now)
+            if not free:
+                chosen = min(self.keys, key=lambda k: self._cool_until.get(k, 0.0))
+            elif self.strategy == "lru":
+                chosen = min(free, key=lambda k: self._last_used[k])
+            else:
+                n = len(self.keys)
+                order = [self.keys[(self._turn + i) % n] for i in range(n)]
+                chosen = next(k for k in order if k in free)
+                self._turn = (self.keys.index(chosen) + 1) % n
+            self._last_used[chosen] = now
+            return chosen
+
+    def cool(self, key: Secret, seconds: float) -> None:
+        """Rest ``key`` for ``seconds`` (after a 429)."""
+        with self._lock:
+            self._cool_until[key] = time.monotonic() + max(seconds, 0.0)
+
+    def any_free(self) -> bool:
+        with self._lock:
+            return bool(self._free(time.monotonic()))
 
 
 def _keys_for(provider: str) -> KeyPool:
@@ -103,7 +134,10 @@ def _keys_for(provider: str) -> KeyPool:
     secrets = [
         Secret(v, f"{name}#{i + 1}" if len(values) > 1 else name) for i, v in enumerate(values)
     ]
-    return KeyPool(provider, secrets)
+    strategy = os.environ.get("LLM_MAGIC_KEY_STRATEGY", "round_robin").strip().lower()
+    if strategy not in ("round_robin", "lru"):
+        raise UsageProblem(f"LLM_MAGIC_KEY_STRATEGY={strategy!r}: use round_robin or lru")
+    return KeyPool(provider, secrets, strategy)
 
 
 @dataclass

@@ -304,10 +304,11 @@ def _execute(
             result = call.finish(book, "refused_budget", refused)
             raise _attach(refused, result)
 
+        pool = cfg.keys(route.provider) if route.key is not None and not cfg.api_base else None
         while True:
             call.attempts += 1
-            if route.provider not in ("local",) and route.key is not None and call.attempts > 1:
-                route.key = cfg.keys(route.provider).next() or route.key
+            if pool is not None and call.attempts > 1:
+                route.key = pool.next() or route.key
             api_key = route.key.reveal() if route.key else ("no-key" if route.api_base else None)
             pieces = gateway.stream_chat(
                 model=route.litellm_model,
@@ -346,8 +347,21 @@ def _execute(
                         status=err.status,
                         model=route.model,
                     )
+                if isinstance(err, errors.ConnectionFailed) and route.provider.startswith("ollama"):
+                    base = (route.api_base or cfg.ollama_api_base).rstrip("/")
+                    err = errors.ConnectionFailed(
+                        f"Ollama is not answering at {base}: check it with "
+                        f"`curl {base}/api/tags`, start it with `ollama serve` "
+                        "(or set OLLAMA_API_BASE)",
+                        model=route.model,
+                    )
                 decision = retry.decide(err, call.attempts)
                 if decision.retry:
+                    if isinstance(err, errors.RateLimited) and pool is not None and route.key:
+                        pool.cool(route.key, decision.wait_s)
+                        if pool.any_free():  # another key is free: retry on it at once
+                            call.parts.clear()
+                            continue
                     _sleep(decision.wait_s)
                     call.parts.clear()
                     continue

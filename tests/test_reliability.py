@@ -1,0 +1,136 @@
+"""Keys rotate and cool down, Ollama's absence is diagnosed, the ledger survives many writers
+and a killed process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import llm_magic as lm
+from llm_magic import config
+from tests.fakeprovider import FakeProvider, ok, refused_url, status
+
+KEYS = [f"sk-test-ROTATE{i}-0123456789abcdefghij" for i in range(3)]
+
+
+@pytest.fixture
+def fp(monkeypatch):  # type: ignore[no-untyped-def]
+    with FakeProvider() as server:
+        monkeypatch.setenv("OPENAI_API_BASE", server.openai_base)
+        monkeypatch.setenv("OPENAI_API_KEYS", ",".join(KEYS))
+        config.reload_settings()
+        yield server
+
+
+def posts(server: FakeProvider) -> list:  # type: ignore[type-arg]
+    return [r for r in server.requests if r.method == "POST"]
+
+
+def test_keys_rotate_round_robin(fp, clean_env) -> None:
+    for _ in range(4):
+        fp.script(ok("x", 2, 1))
+        lm.complete("Hi", model="gpt-4o", max_tokens=4)
+    assert [r.api_key for r in posts(fp)] == [KEYS[0], KEYS[1], KEYS[2], KEYS[0]]
+    aliases = list(lm.ledger(str(clean_env)).df.key_alias)
+    assert aliases[0].startswith("OPENAI_API_KEYS#1:") and aliases[1].startswith(
+        "OPENAI_API_KEYS#2:"
+    )
+    assert not any(k in "".join(aliases) for k in KEYS)
+
+
+def test_a_429_key_cools_down_and_the_retry_goes_out_at_once_on_another(
+    fp, clean_env, monkeypatch
+) -> None:
+    monkeypatch.setenv("LLM_MAGIC_RETRY_SCALE", "1")  # real waits: the retry must not wait
+    fp.script(status(429, retry_after=30), ok("other key", 2, 1))
+    result = lm.complete("Hi", model="gpt-4o", max_tokens=4)
+    first, second = posts(fp)
+    assert result.text == "other key" and result.attempts == 2
+    assert first.api_key != second.api_key
+    assert second.t - first.t < 1.0  # not the 30 s Retry-After: another key was free
+    fp.script(ok("next", 2, 1))
+    lm.complete("Hi", model="gpt-4o", max_tokens=4)
+    assert posts(fp)[-1].api_key != first.api_key  # the cooling key is skipped
+
+
+def test_least_recently_used_strategy(fp, clean_env, monkeypatch) -> None:
+    monkeypatch.setenv("LLM_MAGIC_KEY_STRATEGY", "lru")
+    config.reload_settings()
+    for _ in range(3):
+        fp.script(ok("x", 2, 1))
+        lm.complete("Hi", model="gpt-4o", max_tokens=4)
+    assert len({r.api_key for r in posts(fp)}) == 3
+
+
+def test_ollama_not_running_is_diagnosed_quickly(clean_env, monkeypatch) -> None:
+    base = refused_url()
+    monkeypatch.setenv("OLLAMA_API_BASE", base)
+    config.reload_settings()
+    started = time.monotonic()
+    with pytest.raises(lm.errors.ConnectionFailed) as caught:
+        lm.complete("Hi", model="ollama/llama3.2", max_tokens=4)
+    assert time.monotonic() - started < 10
+    message = str(caught.value)
+    assert base in message and f"curl {base}/api/tags" in message and "ollama serve" in message
+    assert lm.ledger(str(clean_env)).df.iloc[-1].error_type == "connection"
+
+
+WRITER = """
+import sys, uuid
+from llm_magic.store import Ledger, utcnow
+book = Ledger(sys.argv[1])
+for i in range(int(sys.argv[2])):
+    book.record({"call_id": uuid.uuid4().hex, "trace_id": sys.argv[3], "ts_start": utcnow(),
+                 "status": "ok", "model": "m", "cost_usd": 0.001})
+"""
+
+
+def test_several_processes_lose_no_row(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.sqlite")
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, path, "200", f"w{i}"]) for i in range(4)
+    ]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT COUNT(*), COUNT(DISTINCT call_id) FROM calls").fetchone() == (
+        800,
+        800,
+    )
+    assert dict(db.execute("SELECT trace_id, COUNT(*) FROM calls GROUP BY trace_id")) == {
+        f"w{i}": 200 for i in range(4)
+    }
+
+
+def test_a_process_killed_mid_call_leaves_a_readable_ledger(tmp_path: Path) -> None:
+    path = str(tmp_path / "killed.sqlite")
+    with FakeProvider() as server:
+        server.script(ok("done", 2, 1), ok(" ".join(["slow"] * 200), 2, 200, chunk_delay=0.05))
+        code = (
+            "import llm_magic as lm\n"
+            "lm.complete('one', model='gpt-4o', max_tokens=4)\n"
+            "print('committed', flush=True)\n"
+            "lm.complete('two', model='gpt-4o', max_tokens=400)\n"
+        )
+        env = {
+            **os.environ,
+            "LLM_MAGIC_LEDGER": path,
+            "OPENAI_API_BASE": server.openai_base,
+            "OPENAI_API_KEY": KEYS[0],
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "committed"
+        server.wait_for_requests(2, timeout=30)
+        time.sleep(0.3)  # mid-stream
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    df = lm.Ledger(path).df  # opens, migrates nothing, reads every committed row
+    assert list(df.response) == ["done"]
