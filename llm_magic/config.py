@@ -155,6 +155,7 @@ class Settings:
     api_key: Secret | None = None
     ollama_api_base: str = "http://localhost:11434"
     store_text: bool = True
+    timeout_s: float = 120.0
     _pools: dict[str, KeyPool] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -173,6 +174,7 @@ class Settings:
             api_base=env.get("LLM_MAGIC_API_BASE", "").strip() or None,
             api_key=Secret(proxy_key, "LLM_MAGIC_API_KEY") if proxy_key else None,
             ollama_api_base=env.get("OLLAMA_API_BASE", "").strip() or "http://localhost:11434",
+            timeout_s=_float("LLM_MAGIC_TIMEOUT_S", 120.0) or 120.0,
             store_text=env.get("LLM_MAGIC_STORE_TEXT", "1").strip().lower()
             not in ("0", "false", "no", "off"),
         )

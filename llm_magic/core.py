@@ -317,6 +317,7 @@ def _execute(
                 temperature=req.temperature,
                 api_base=route.api_base,
                 api_key=api_key,
+                timeout=cfg.timeout_s,
             )
             try:
                 for piece in pieces:

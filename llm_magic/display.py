@@ -10,11 +10,12 @@ import json
 import re
 import sys
 import time
+from html import escape as html_escape
 from typing import Any
 
 from .result import Result
 
-__all__ = ["StreamView", "choose_mode", "render_final"]
+__all__ = ["StreamView", "CompareView", "choose_mode", "render_final"]
 
 _FENCE = re.compile(r"```([\w+-]*)\n(.*?)```", re.S)
 
@@ -131,3 +132,106 @@ class StreamView:
         elif self.mode == "handle" and self._handle is not None:
             self._handle.update({"text/plain": ""}, raw=True)
         print(message, file=sys.stderr)
+
+
+class CompareView:
+    """Side-by-side columns, one per model, each with a live token count; then a table."""
+
+    def __init__(self, mode: str, models: list[str], rate: float = 30.0) -> None:
+        self.mode = mode
+        self.models = models
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.texts = {m: "" for m in models}
+        self.chunks = {m: 0 for m in models}
+        self.done: dict[str, str] = {}
+        self._dirty: set[str] = set()
+        self._last = 0.0
+        self.updates = 0
+        self._cols: dict[str, tuple[Any, Any]] = {}
+        self._handles: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"CompareView({self.mode}, {len(self.models)} models, {self.updates} updates)"
+
+    def _header(self, model: str) -> str:
+        state = self.done.get(model, "streaming…")
+        return f"{model} · ~{self.chunks[model]} tokens · {state}"
+
+    def start(self) -> None:
+        from IPython.display import display
+
+        if self.mode == "widget":
+            import ipywidgets as w
+
+            columns = []
+            for m in self.models:
+                head = w.HTML(f"<b>{html_escape(self._header(m))}</b>")
+                out = w.Output(layout={"border": "1px solid #ddd", "padding": "4px"})
+                self._cols[m] = (head, out)
+                columns.append(w.VBox([head, out], layout={"flex": "1 1 0", "min_width": "0"}))
+            display(w.HBox(columns, layout={"width": "100%"}))
+        elif self.mode == "handle":
+            for m in self.models:
+                self._handles[m] = display(
+                    {"text/plain": self._header(m)}, raw=True, display_id=True
+                )
+        else:
+            print(f"Comparing {', '.join(self.models)} …", flush=True)
+
+    def add(self, model: str, chunk: str) -> None:
+        self.texts[model] += chunk
+        self.chunks[model] += 1
+        self._dirty.add(model)
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        self._last = time.monotonic() if now is None else now
+        if not self._dirty:
+            return
+        self.updates += 1
+        for m in sorted(self._dirty):
+            self._render(m)
+        self._dirty.clear()
+
+    def _render(self, model: str) -> None:
+        if self.mode == "widget":
+            head, out = self._cols[model]
+            head.value = f"<b>{html_escape(self._header(model))}</b>"
+            out.outputs = ({"output_type": "stream", "name": "stdout", "text": self.texts[model]},)
+        elif self.mode == "handle":
+            text = f"{self._header(model)}\n{self.texts[model]}"
+            self._handles[model].update({"text/plain": text}, raw=True)
+
+    def finish_one(self, model: str, result: Result | None, error: str | None) -> None:
+        """One model is done: its final text (or error) replaces the stream in its column."""
+        if result is not None:
+            self.texts[model] = result.text
+            self.chunks[model] = result.output_tokens
+            self.done[model] = result.status if not error else f"{result.status}: {error}"
+        else:
+            self.done[model] = f"error: {error}"
+        if self.mode == "text":
+            print(f"— {self._header(model)}", flush=True)
+            return
+        self._dirty.add(model)
+        self.flush()
+        if result is not None and self.mode == "widget":
+            _, out = self._cols[model]
+            bundle = render_final(result, "markdown")
+            out.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
+        elif result is not None and self.mode == "handle":
+            bundle = render_final(result, "markdown")
+            md = f"**{self._header(model)}**\n\n{bundle['text/markdown']}"
+            self._handles[model].update({"text/markdown": md, "text/plain": result.text}, raw=True)
+
+    def finish(self, table: Any) -> None:
+        from IPython.display import display
+
+        if self.mode == "text":
+            for m in self.models:
+                print(f"\n=== {m} ===\n{self.texts[m]}")
+            print("\n" + table.to_string(max_colwidth=60))
+            return
+        display(table)

@@ -178,34 +178,25 @@ class LLMMagics(Magics):
         return self._run_cell(args, cell)
 
     def _run_cell(self, args: argparse.Namespace, cell: str) -> Any:
-        from .core import Request, _execute
+        from .core import _execute
 
         shell: Any = self.shell
         ns = shell.user_ns if shell is not None else {}
         prompt = interpolate(cell, ns).strip()
         if not prompt:
             raise UsageError("The cell is empty: write the prompt in the cell body under %%llm")
-        model = (args.model or self.default_model or "").strip()
+        if args.model:
+            model = args.model.strip()
+        elif args.task:
+            from .compare import route_for_task
+
+            model = route_for_task(args.task)
+        else:
+            model = (self.default_model or "").strip()
         if "," in model:
-            raise UsageError(
-                "Comparison of several models in one cell is not available yet: "
-                "use one -m MODEL per cell"
-            )
-        request = Request(
-            prompt=prompt,
-            model=model or None,
-            system=args.system,
-            max_tokens=args.max_tokens
-            if args.max_tokens is not None
-            else (self.max_tokens or None),
-            temperature=args.temperature if args.temperature is not None else self.temperature,
-            agent=args.agent,
-            user=args.user,
-            tags=_tags(args.tag),
-            chat=args.chat,
-            execution_count=getattr(self.shell, "execution_count", None),
-            task="generate" if args.task == "generate" else "standard",
-        )
+            models = [m.strip() for m in model.split(",") if m.strip()]
+            return self._run_compare(args, prompt, models)
+        request = self._request(args, prompt, model)
         mode = choose_mode(self.display_mode, self.shell)
         view = StreamView(mode, args.format, self.updates_per_second)
         result = None
@@ -237,6 +228,98 @@ class LLMMagics(Magics):
             view.fail(f"{type(exc).__name__}: {exc}", result)
         if args.out and result is not None:
             shell.user_ns[args.out] = result
+        return None
+
+    def _request(self, args: argparse.Namespace, prompt: str, model: str) -> Any:
+        from .core import Request
+
+        return Request(
+            prompt=prompt,
+            model=model or None,
+            system=args.system,
+            max_tokens=args.max_tokens
+            if args.max_tokens is not None
+            else (self.max_tokens or None),
+            temperature=args.temperature if args.temperature is not None else self.temperature,
+            agent=args.agent,
+            user=args.user,
+            tags=_tags(args.tag),
+            chat=args.chat,
+            execution_count=getattr(self.shell, "execution_count", None),
+            task="generate" if args.task == "generate" else "standard",
+        )
+
+    def _run_compare(self, args: argparse.Namespace, prompt: str, models: list[str]) -> Any:
+        """``-m a,b,c``: every model at once, side by side, then a table."""
+        import queue
+        import threading
+
+        import pandas as pd
+
+        from .compare import TABLE_COLUMNS, Outcome, run_concurrently
+        from .display import CompareView
+        from .models import resolve
+
+        if len(set(models)) != len(models):
+            raise UsageError("List each model once in -m (lm.compare(..., repeats=n) repeats them)")
+        if args.chat:
+            raise UsageError("--chat keeps one conversation: use it with a single -m MODEL")
+        cfg, book = self.settings(), self.book()
+        jobs = [(self._request(args, prompt, m), 0) for m in models]
+        try:
+            for request, _ in jobs:
+                request.validate()
+                resolve(str(request.model), cfg, book)  # unknown model or missing key: nothing sent
+        except errors.UsageProblem as exc:
+            raise UsageError(str(exc)) from None
+        view = CompareView(
+            choose_mode(self.display_mode, self.shell), models, self.updates_per_second
+        )
+        events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        stop = threading.Event()
+        box: dict[str, list[Outcome]] = {}
+
+        def work() -> None:
+            try:
+                box["outcomes"] = run_concurrently(
+                    jobs,
+                    on_chunk=lambda m, c: events.put(("chunk", m, c)),
+                    on_done=lambda o: events.put(("done", o)),
+                    stop=stop,
+                    cfg=cfg,
+                    book=book,
+                )
+            finally:
+                events.put(("end",))
+
+        worker = threading.Thread(target=work, name="llm-compare", daemon=True)
+        worker.start()
+        view.start()
+        wait = view.interval or 0.05
+        while True:
+            try:
+                event = events.get(timeout=wait)
+            except queue.Empty:
+                view.flush()
+                continue
+            except KeyboardInterrupt:
+                stop.set()  # each stream stops at its next chunk, recorded as interrupted
+                continue
+            if event[0] == "chunk":
+                view.add(event[1], event[2])
+            elif event[0] == "done":
+                outcome = event[1]
+                view.finish_one(outcome.model, outcome.result, outcome.error)
+            else:
+                break
+        worker.join()
+        frame = pd.DataFrame([o.row() for o in box.get("outcomes", [])])
+        if frame.empty:
+            return None
+        view.finish(frame.set_index("model")[TABLE_COLUMNS[1:] + ["error"]])
+        if args.out:
+            shell: Any = self.shell
+            shell.user_ns[args.out] = frame
         return None
 
     # -- %llm subcommands ----------------------------------------------------------------------

@@ -1,0 +1,675 @@
+"""Charts of the ledger: cost per day, cost by agent/user, today's budget burn-down, latency,
+tokens per second, cost against latency.
+
+    import llm_magic as lm
+    lm.plots.cost_by_day()                 # the whole ledger
+    lm.plots.latency(df[df.agent == "x"])  # or any slice of ``lm.ledger().df``
+
+Every function returns a :class:`matplotlib.figure.Figure` that Jupyter displays once (it is not
+registered with pyplot, so no GUI backend is ever needed); save it with ``fig.savefig("x.png")``.
+Calls with no known price (``cost_usd`` is NaN) are never summed as $0: they are left out of the
+sums and counted as "unpriced" on the chart. matplotlib, numpy and pandas load on first use.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from .errors import UsageProblem
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "cost_by_day",
+    "cost_by",
+    "budget_burndown",
+    "latency",
+    "tokens_per_second",
+    "cost_vs_latency",
+    "percentiles",
+]
+
+NO_VALUE = "—"  # shown for a missing model, agent or user
+_FIGSIZE = (8.0, 4.5)
+_MAX_SERIES = 9  # models stacked by name in cost_by_day; the rest are summed as "other"
+_MAX_DAYS_FILLED = 92  # up to this span, days without calls still get a (zero) slot
+_OTHER_COLOR = "#9a9a9a"
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def percentiles(series: Iterable[Any]) -> tuple[float, float]:
+    """``(p50, p95)`` of the finite values (numpy's linear interpolation); NaNs when none."""
+    import numpy as np
+    import pandas as pd
+
+    values = _finite(pd.Series(series if isinstance(series, pd.Series) else list(series)))
+    if values.size == 0:
+        return math.nan, math.nan
+    p50, p95 = np.percentile(values, [50, 95])
+    return float(p50), float(p95)
+
+
+def _finite(series: pd.Series) -> npt.NDArray[np.float64]:
+    import numpy as np
+    import pandas as pd
+
+    values = pd.to_numeric(series, errors="coerce").astype("float64").to_numpy()
+    return np.asarray(values[np.isfinite(values)], dtype=np.float64)
+
+
+def _figure_class() -> type[Figure]:
+    """A Figure that renders itself as PNG in IPython even when pyplot was never imported."""
+    cls = globals().get("_LedgerFigure")
+    if cls is None:
+        from io import BytesIO
+
+        from matplotlib.figure import Figure
+
+        class _LedgerFigure(Figure):
+            def _repr_png_(self) -> bytes:
+                buf = BytesIO()
+                self.savefig(buf, format="png", bbox_inches="tight")
+                return buf.getvalue()
+
+        # picklable as llm_magic.plots._LedgerFigure (see the module __getattr__)
+        _LedgerFigure.__qualname__ = "_LedgerFigure"
+        cls = globals()["_LedgerFigure"] = _LedgerFigure
+    return cls  # type: ignore[no-any-return]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "_LedgerFigure":  # unpickling a figure in a process that has drawn none yet
+        return _figure_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _new_figure(figsize: tuple[float, float] = _FIGSIZE) -> tuple[Figure, Axes]:
+    fig = _figure_class()(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _ledger_df(df: pd.DataFrame | None) -> pd.DataFrame:
+    if df is None:
+        from .store import ledger
+
+        return ledger().df
+    return df
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """``frame[name]``, or an all-missing column when the frame does not have it."""
+    import pandas as pd
+
+    if name in frame.columns:
+        return frame[name]
+    return pd.Series([None] * len(frame), index=frame.index, dtype=object)
+
+
+def _numbers(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A float column (NaN for missing, None, pd.NA and text)."""
+    import pandas as pd
+
+    return pd.to_numeric(_column(frame, name), errors="coerce").astype("float64")
+
+
+def _labels(frame: pd.DataFrame, name: str) -> list[str]:
+    """A text column as labels, :data:`NO_VALUE` for None/NaN/empty."""
+    return [v if isinstance(v, str) and v.strip() else NO_VALUE for v in _column(frame, name)]
+
+
+def _model_labels(frame: pd.DataFrame) -> list[str]:
+    """The model that answered, else the one requested, else :data:`NO_VALUE`."""
+    answered = _labels(frame, "model")
+    requested = _labels(frame, "requested_model")
+    return [a if a != NO_VALUE else r for a, r in zip(answered, requested, strict=True)]
+
+
+def _utc(frame: pd.DataFrame) -> pd.Series:
+    """``ts_start`` as tz-aware UTC timestamps (naive values are taken as UTC; junk is NaT)."""
+    import pandas as pd
+
+    ts = _column(frame, "ts_start")
+    if isinstance(ts.dtype, pd.DatetimeTZDtype):
+        return ts.dt.tz_convert("UTC")
+    if pd.api.types.is_datetime64_any_dtype(ts.dtype):
+        return ts.dt.tz_localize("UTC")
+    return pd.to_datetime(ts, utc=True, errors="coerce", format="ISO8601")
+
+
+def _is_ok(frame: pd.DataFrame) -> pd.Series:
+    return _column(frame, "status").eq("ok").fillna(False).astype(bool)
+
+
+def _colors(names: Iterable[str]) -> dict[str, Any]:
+    """A stable colour per name (sorted), so one DataFrame gives the same colours everywhere."""
+    import matplotlib
+
+    unique = sorted(set(names))
+    cmap = matplotlib.colormaps["tab10" if len(unique) <= 10 else "tab20"]
+    colors: dict[str, Any] = {name: cmap(i % cmap.N) for i, name in enumerate(unique)}
+    colors["other"] = _OTHER_COLOR
+    return colors
+
+
+def _usd(value: float) -> str:
+    """$1,234.50, $2.50, $0.0123, $0."""
+    if not math.isfinite(value):
+        return "unpriced"
+    if value == 0:
+        return "$0"
+    if abs(value) >= 1:
+        return f"${value:,.2f}"
+    return f"${value:.3g}"
+
+
+def _num(value: float) -> str:
+    """Three significant figures, no exponent: 0.0456, 1.23, 45.6, 1,234."""
+    if not math.isfinite(value):
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _usd_axis(axis: Any) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: _usd(v)))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _unpriced_note(n: int) -> str:
+    return f"{_plural(n, 'unpriced call')} not included" if n else ""
+
+
+def _no_data(ax: Axes, message: str = "no data") -> None:
+    ax.text(
+        0.5,
+        0.5,
+        message,
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=12,
+        color="#666666",
+    )
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _plain(fig: Figure) -> Figure:
+    """Show "$" as a dollar sign: two of them in one text must not start matplotlib mathtext."""
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
+    return _plain(fig)
+
+
+def _title(ax: Axes, title: str, *notes: str) -> None:
+    notes_line = "; ".join(n for n in notes if n)
+    ax.set_title(f"{title}\n{notes_line}" if notes_line else title, fontsize=11)
+
+
+def _day_of(day: date | datetime | str) -> date:
+    import pandas as pd
+
+    stamp = pd.Timestamp(day)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC")
+    return stamp.date()
+
+
+# -- 1. cost per day -----------------------------------------------------------------------------
+def cost_by_day(df: pd.DataFrame | None = None) -> Figure:
+    """Stacked bars of known cost ($) per UTC day, one colour per model; unpriced calls counted."""
+    import numpy as np
+    import pandas as pd
+
+    frame = _ledger_df(df)
+    fig, ax = _new_figure()
+    ax.set_xlabel("day (UTC)")
+    ax.set_ylabel("cost ($)")
+    ts = _utc(frame)
+    costs = _numbers(frame, "cost_usd")
+    data = pd.DataFrame(
+        {"day": ts.dt.strftime("%Y-%m-%d"), "model": _model_labels(frame), "cost": costs},
+        index=frame.index,
+    )[ts.notna()]
+    unpriced = int(data["cost"].isna().sum())
+    priced = data[data["cost"].notna()]
+    if data.empty or priced.empty:
+        _title(ax, "Cost per day (UTC), by model")
+        _no_data(
+            ax, f"no data: all {_plural(unpriced, 'call')} are unpriced" if unpriced else "no data"
+        )
+        return _plain(fig)
+
+    first, last = ts.min().date(), ts.max().date()
+    if (last - first).days < _MAX_DAYS_FILLED:
+        days = [d.strftime("%Y-%m-%d") for d in pd.date_range(first, last, freq="D")]
+    else:
+        days = sorted(set(data["day"]))
+    table = priced.groupby(["day", "model"])["cost"].sum().unstack(fill_value=0)
+    table = table.reindex(index=days, fill_value=0.0)
+    order = table.sum().sort_values(ascending=False, kind="stable").index.tolist()
+    if len(order) > _MAX_SERIES + 1:
+        keep = order[:_MAX_SERIES]
+        table = table[keep].assign(other=table[order[_MAX_SERIES:]].sum(axis=1))
+        order = [*keep, "other"]
+    colors = _colors(data["model"])
+    x = np.arange(len(days))
+    bottom = np.zeros(len(days))
+    for model in order:
+        heights = table[model].to_numpy(dtype=float)
+        ax.bar(x, heights, bottom=bottom, width=0.8, color=colors[model], label=model)
+        bottom += heights
+
+    unpriced_by_day = data[data["cost"].isna()].groupby("day").size()
+    if len(days) <= 31:  # label each bar with its total (and its unpriced calls)
+        for i, day in enumerate(days):
+            n = int(unpriced_by_day.get(day, 0))
+            label = _usd(bottom[i]) if bottom[i] else ("" if not n else "$0")
+            if n:
+                label += f"\n+{n} unpriced"
+            ax.annotate(
+                label,
+                xy=(i, bottom[i]),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+    step = max(1, math.ceil(len(days) / 15))
+    ax.set_xticks(
+        x[::step],
+        days[::step],
+        rotation=30 if len(days) > 5 else 0,
+        ha="right" if len(days) > 5 else "center",
+    )
+    ax.set_xlim(-0.6, len(days) - 0.4)
+    ax.set_ylim(0, bottom.max() * 1.18)
+    ax.margins(y=0.15)
+    _usd_axis(ax.yaxis)
+    ax.legend(
+        title="model", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1)
+    )
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    _title(
+        ax,
+        f"Cost per day (UTC), by model: {_usd(float(bottom.sum()))} in {_plural(len(days), 'day')}",
+        _unpriced_note(unpriced),
+    )
+    return _plain(fig)
+
+
+# -- 2. cost by agent / user ---------------------------------------------------------------------
+_BY = ("agent", "user", "model", "provider")
+
+
+def cost_by(df: pd.DataFrame | None = None, by: str = "agent", top: int = 20) -> Figure:
+    """Horizontal bars of total known cost ($) per ``agent`` or ``user`` (None shown as "—")."""
+    import numpy as np
+    import pandas as pd
+
+    if by not in _BY:
+        raise UsageProblem(f"cannot plot cost by {by!r}: use one of {', '.join(_BY)}")
+    frame = _ledger_df(df)
+    fig, ax = _new_figure()
+    ax.set_xlabel("cost ($)")
+    ax.set_ylabel(by)
+    names = _model_labels(frame) if by == "model" else _labels(frame, by)
+    data = pd.DataFrame({"name": names, "cost": _numbers(frame, "cost_usd")}, index=frame.index)
+    if data.empty:
+        _title(ax, f"Total cost by {by}")
+        _no_data(ax)
+        return _plain(fig)
+    grouped = data.groupby("name")["cost"]
+    table = pd.DataFrame(
+        {
+            "cost": grouped.sum(min_count=1),
+            "unpriced": grouped.agg(lambda s: int(s.isna().sum())),
+            "calls": grouped.size(),
+        }
+    )
+    table = table.assign(rank=table["cost"].fillna(0.0)).sort_values(
+        ["rank", "calls"], ascending=False, kind="stable"
+    )
+    if len(table) > top + 1:
+        rest = table.iloc[top:]
+        other = pd.DataFrame(
+            {
+                "cost": [rest["cost"].sum(min_count=1)],
+                "unpriced": [int(rest["unpriced"].sum())],
+                "calls": [int(rest["calls"].sum())],
+                "rank": [0.0],
+            },
+            index=[f"other ({len(rest)})"],
+        )
+        table = pd.concat([table.iloc[:top], other])
+    unpriced = int(table["unpriced"].sum())
+    if table["cost"].isna().all():
+        _title(ax, f"Total cost by {by}")
+        _no_data(ax, f"no data: all {_plural(unpriced, 'call')} are unpriced")
+        return _plain(fig)
+
+    y = np.arange(len(table))
+    widths = table["cost"].fillna(0.0).to_numpy(dtype=float)
+    ax.barh(y, widths, height=0.7, color="#4c72b0")
+    for i, (cost, n) in enumerate(zip(table["cost"], table["unpriced"], strict=True)):
+        label = _usd(float(cost)) if not pd.isna(cost) else "no priced calls"
+        if n:
+            label += f" (+{n} unpriced)"
+        ax.annotate(
+            label,
+            xy=(widths[i], i),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+        )
+    ax.set_yticks(y, [str(name) for name in table.index])
+    ax.set_ylim(len(table) - 0.5, -0.5)  # largest at the top
+    ax.set_xlim(0, max(widths.max(), 1e-9) * 1.3)
+    _usd_axis(ax.xaxis)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
+    total = float(np.nansum(table["cost"].to_numpy(dtype=float)))
+    _title(ax, f"Total cost by {by}: {_usd(total)}", _unpriced_note(unpriced))
+    return _plain(fig)
+
+
+# -- 3. budget burn-down -------------------------------------------------------------------------
+def budget_burndown(
+    df: pd.DataFrame | None = None,
+    budget: float | None = None,
+    threshold: float | None = None,
+    day: date | datetime | str | None = None,
+) -> Figure:
+    """Cumulative known spend ($) through one UTC day against the daily budget and alert lines.
+
+    ``day`` defaults to today (UTC), or to the latest day with calls when there are none today;
+    ``budget`` and ``threshold`` default to ``DAILY_BUDGET_USD`` and ``BUDGET_ALERT_THRESHOLD``.
+    """
+    import pandas as pd
+
+    from .config import settings
+
+    conf = settings()
+    budget = conf.daily_budget_usd if budget is None else float(budget)
+    threshold = conf.budget_alert_threshold if threshold is None else float(threshold)
+    frame = _ledger_df(df)
+    ts = _utc(frame)
+    now = datetime.now(timezone.utc)
+    today = now.date()
+    notes: list[str] = []
+    if day is not None:
+        target = _day_of(day)
+    elif ts.notna().any() and not (ts.dt.date == today).any():
+        target = ts.max().date()
+        notes.append("no calls today: latest day with calls")
+    else:
+        target = today
+    on_day = (ts.dt.date == target).fillna(False).astype(bool)
+    data = pd.DataFrame({"ts": ts, "cost": _numbers(frame, "cost_usd")}, index=frame.index)
+    data = data[on_day].sort_values("ts", kind="stable")
+    priced = data[data["cost"].notna()]
+    unpriced = len(data) - len(priced)
+
+    fig, ax = _new_figure()
+    ax.set_xlabel("time of day (UTC)")
+    ax.set_ylabel("cumulative cost ($)")
+    midnight = pd.Timestamp(target, tz="UTC")
+    hours = ((priced["ts"] - midnight).dt.total_seconds() / 3600.0).to_numpy(dtype=float)
+    cumulative = priced["cost"].cumsum().to_numpy(dtype=float)
+    spent = float(cumulative[-1]) if len(cumulative) else 0.0
+    end = (now - midnight.to_pydatetime()).total_seconds() / 3600.0 if target == today else 24.0
+    end = min(max(end, float(hours.max()) if len(hours) else 0.0), 24.0)
+    if len(data):
+        xs = [0.0, *hours.tolist(), end]
+        ys = [0.0, *cumulative.tolist(), spent]
+        ax.step(xs, ys, where="post", color="#1f77b4", lw=2, label=f"spent {_usd(spent)}")
+        ax.plot(hours, cumulative, "o", color="#1f77b4", ms=3)
+    else:
+        _no_data(ax, f"no data: no calls on {target.isoformat()}")
+    if target == today and len(data):
+        ax.axvline(end, color="#888888", lw=0.8, ls=":", label="now")
+    if budget is not None:
+        ax.axhline(
+            budget, color="#d62728", lw=1.5, label=f"daily budget {_usd(budget)}", gid="budget"
+        )
+        alert = threshold * budget
+        ax.axhline(
+            alert,
+            color="#ff7f0e",
+            lw=1.2,
+            ls="--",
+            label=f"alert at {threshold:.0%}: {_usd(alert)}",
+            gid="alert",
+        )
+        ax.set_ylim(0, max(budget, spent) * 1.15 or 1.0)
+    else:
+        notes.insert(0, "no daily budget set")
+        ax.set_ylim(0, spent * 1.15 or 1.0)
+    ax.set_xlim(0, 24)
+    ax.set_xticks(range(0, 25, 3), [f"{h:02d}:00" for h in range(0, 25, 3)])
+    _usd_axis(ax.yaxis)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper left")
+    headline = f"Spend on {target.isoformat()} (UTC): {_usd(spent)}"
+    if budget is not None:
+        share = f" ({spent / budget:.0%})" if budget > 0 else ""
+        headline += f" of {_usd(budget)}{share}"
+    _title(ax, headline, *notes, _unpriced_note(unpriced))
+    return _plain(fig)
+
+
+# -- 4./5. per-model distributions ---------------------------------------------------------------
+_METRICS = {"latency_s": "latency", "ttft_s": "time to first token"}
+
+
+def _groups(frame: pd.DataFrame, metric: str) -> list[tuple[str, npt.NDArray[np.float64]]]:
+    """(model, finite values of ``metric``) for the ok calls, models with no values left out."""
+    import pandas as pd
+
+    data = pd.DataFrame(
+        {"model": _model_labels(frame), "value": _numbers(frame, metric)}, index=frame.index
+    )[_is_ok(frame)]
+    out = []
+    for model, part in data.groupby("model", sort=True):
+        values = _finite(part["value"])
+        if values.size:
+            out.append((str(model), values))
+    return out
+
+
+def _strip(
+    ax: Axes,
+    groups: Sequence[tuple[str, npt.NDArray[np.float64]]],
+    unit: str,
+    colors: dict[str, Any],
+    p95: bool,
+) -> None:
+    """One row per model: the calls as dots, the middle half as a bar, p50 (and p95) marked."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for i, (model, values) in enumerate(groups):
+        q25, q50, q75, q95 = np.percentile(values, [25, 50, 75, 95])
+        jitter = rng.uniform(-0.2, 0.2, size=values.size)
+        ax.scatter(values, i + jitter, s=12, alpha=0.45, color=colors[model], edgecolors="none")
+        first = i == 0
+        ax.hlines(
+            i,
+            q25,
+            q75,
+            lw=8,
+            color=colors[model],
+            alpha=0.35,
+            label="middle half (p25–p75)" if first else "_nolegend_",
+        )
+        ax.plot(
+            [q50],
+            [i],
+            ls="none",
+            marker="|",
+            ms=22,
+            mew=3,
+            color="black",
+            gid=f"p50:{model}",
+            label="p50 (median)" if first else "_nolegend_",
+        )
+        text = f"p50 {_num(q50)} {unit}"
+        if p95:
+            ax.plot(
+                [q95],
+                [i],
+                ls="none",
+                marker="D",
+                ms=6,
+                color="#d62728",
+                gid=f"p95:{model}",
+                label="p95" if first else "_nolegend_",
+            )
+            text += f"\np95 {_num(q95)} {unit}"
+        ax.annotate(
+            f"{text}\nn={values.size}",
+            xy=(1.01, i),
+            xycoords=("axes fraction", "data"),
+            va="center",
+            ha="left",
+            fontsize=8,
+            gid=f"label:{model}",
+        )
+    ax.set_yticks(range(len(groups)), [model for model, _ in groups])
+    ax.set_ylim(len(groups) - 0.5, -0.5)  # first group at the top
+    ax.set_xlim(left=0)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(
+        fontsize=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14 - 0.5 / len(groups)),
+        ncol=4,
+        frameon=False,
+    )
+
+
+def _distribution_figure(groups: Sequence[tuple[str, Any]]) -> tuple[Figure, Axes]:
+    return _new_figure((8.0, max(3.0, 1.2 + 0.75 * len(groups))))
+
+
+def latency(df: pd.DataFrame | None = None, metric: str = "latency_s") -> Figure:
+    """Per-model spread of ``latency_s`` or ``ttft_s`` (s) over ok calls, p50 and p95 labelled."""
+    if metric not in _METRICS:
+        raise UsageProblem(f"cannot plot {metric!r}: use one of {', '.join(_METRICS)}")
+    frame = _ledger_df(df)
+    groups = sorted(_groups(frame, metric), key=lambda g: percentiles(g[1])[0])
+    fig, ax = _distribution_figure(groups)
+    name = _METRICS[metric]
+    ax.set_xlabel(f"{name} (s)")
+    ax.set_ylabel("model")
+    title = f"{name[0].upper()}{name[1:]} per model (ok calls), fastest p50 at the top"
+    if not groups:
+        _title(ax, title)
+        _no_data(ax)
+        return _plain(fig)
+    _strip(ax, groups, "s", _colors(_model_labels(frame)), p95=True)
+    skipped = int((~_is_ok(frame)).sum())
+    _title(ax, title, f"{_plural(skipped, 'non-ok call')} left out" if skipped else "")
+    return _plain(fig)
+
+
+def tokens_per_second(df: pd.DataFrame | None = None) -> Figure:
+    """Per-model spread of output speed (tokens/s) over ok calls, p50 labelled."""
+    frame = _ledger_df(df)
+    groups = sorted(_groups(frame, "output_tps"), key=lambda g: -percentiles(g[1])[0])
+    fig, ax = _distribution_figure(groups)
+    ax.set_xlabel("output speed (tokens/s)")
+    ax.set_ylabel("model")
+    title = "Output tokens per second per model (ok calls), fastest p50 at the top"
+    if not groups:
+        _title(ax, title)
+        _no_data(ax)
+        return _plain(fig)
+    _strip(ax, groups, "tokens/s", _colors(_model_labels(frame)), p95=False)
+    _title(ax, title)
+    return _plain(fig)
+
+
+# -- 6. cost against latency ---------------------------------------------------------------------
+def cost_vs_latency(df: pd.DataFrame | None = None) -> Figure:
+    """Each priced call as a dot: cost ($) against latency (s), one colour per model."""
+    import pandas as pd
+    from matplotlib.lines import Line2D
+
+    frame = _ledger_df(df)
+    fig, ax = _new_figure()
+    ax.set_xlabel("latency (s)")
+    ax.set_ylabel("cost per call ($)")
+    data = pd.DataFrame(
+        {
+            "model": _model_labels(frame),
+            "latency": _numbers(frame, "latency_s"),
+            "cost": _numbers(frame, "cost_usd"),
+            "ok": _is_ok(frame),
+        },
+        index=frame.index,
+    )
+    unpriced = int(data["cost"].isna().sum())
+    shown = data[data["latency"].map(math.isfinite) & data["cost"].map(math.isfinite)]
+    title = "Cost against latency, one dot per call"
+    if shown.empty:
+        _title(ax, title, _unpriced_note(unpriced))
+        _no_data(ax)
+        return _plain(fig)
+    colors = _colors(data["model"])
+    for model, part in shown.groupby("model", sort=True):
+        color = colors[str(model)]
+        ok = part[part["ok"]]
+        bad = part[~part["ok"]]
+        ax.scatter(ok["latency"], ok["cost"], s=22, alpha=0.75, color=color, label=str(model))
+        if len(bad):
+            ax.scatter(bad["latency"], bad["cost"], s=30, marker="x", color=color)
+    handles, labels = ax.get_legend_handles_labels()
+    if not shown["ok"].all():
+        handles.append(Line2D([], [], ls="none", marker="x", color="#444444"))
+        labels.append("× not ok (error, …)")
+    ax.legend(
+        handles,
+        labels,
+        title="model",
+        fontsize=8,
+        title_fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+    )
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    _usd_axis(ax.yaxis)
+    ax.grid(alpha=0.3)
+    ax.set_axisbelow(True)
+    no_latency = int(
+        data["latency"].isna().sum() - (data["latency"].isna() & data["cost"].isna()).sum()
+    )
+    _title(
+        ax,
+        title,
+        f"{_plural(unpriced, 'unpriced call')} not shown" if unpriced else "",
+        f"{_plural(no_latency, 'call')} without latency not shown" if no_latency else "",
+    )
+    return _plain(fig)

@@ -1,0 +1,124 @@
+"""Comparison: all models at once (wall ≈ the slowest, not the sum), side by side, a failure
+stays in its own column; task routing picks the first model with a key."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import llm_magic as lm
+from llm_magic import config
+from llm_magic.compare import compare, route_for_task
+from llm_magic.display import CompareView
+from llm_magic.result import Result
+from tests.fakeprovider import FakeProvider, ok, refused_url
+
+KEY_O = "sk-test-CMPOPENAI-0123456789abcdefghij"
+KEY_A = "sk-ant-test-CMPANTHROPIC-0123456789abcd"
+
+
+@pytest.fixture
+def fp(monkeypatch):  # type: ignore[no-untyped-def]
+    with FakeProvider() as server:
+        monkeypatch.setenv("OPENAI_API_BASE", server.openai_base)
+        monkeypatch.setenv("ANTHROPIC_API_BASE", server.anthropic_base)
+        monkeypatch.setenv("OPENAI_API_KEY", KEY_O)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", KEY_A)
+        config.reload_settings()
+        yield server
+
+
+def slow() -> object:
+    return ok("one two three four five six seven eight", 5, 8, chunk_delay=0.1)
+
+
+def test_compare_runs_concurrently_and_records_every_call(fp, clean_env) -> None:
+    from llm_magic import gateway
+
+    gateway._litellm()  # its one-off import (seconds) is not what is measured here
+    fp.default = slow()
+    started = time.monotonic()
+    frame = compare(
+        "Count.", ["gpt-4o", "claude-sonnet-4-5", "gpt-4o-mini"], repeats=2, progress=False
+    )
+    wall = time.monotonic() - started
+    assert len(frame) == 6 and set(frame.status) == {"ok"}
+    assert set(frame.model) == {"gpt-4o", "claude-sonnet-4-5", "gpt-4o-mini"}
+    # six calls of ~0.8 s each: concurrent means far less than their sum
+    assert wall < 0.6 * frame.latency_s.sum()
+    assert len(lm.ledger(str(clean_env)).df) == 6
+    priced = frame.set_index("model").cost_usd
+    assert (priced > 0).all()
+
+
+def test_a_failing_model_does_not_stop_the_others(fp, clean_env) -> None:
+    frame = compare("Hi", ["gpt-4o", "mistral/mistral-large-latest"], progress=False)
+    by = frame.set_index("model")
+    assert by.loc["gpt-4o", "status"] == "ok"
+    assert by.loc["mistral/mistral-large-latest", "status"] == "error"
+    assert "MISTRAL_API_KEY" in by.loc["mistral/mistral-large-latest", "error"]
+
+
+def test_comparison_cell_side_by_side_with_a_table(
+    fp, ip_ledger, clean_env, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_BASE", refused_url())  # claude is down
+    config.reload_settings()
+    fp.default = slow()
+    ip_ledger.run_cell_magic("llm", "-m gpt-4o,claude-sonnet-4-5 -o cmp", "Count.")
+    out = capsys.readouterr().out
+    frame = ip_ledger.user_ns["cmp"]
+    assert list(frame.model) == ["gpt-4o", "claude-sonnet-4-5"]
+    assert list(frame.status) == ["ok", "error"]
+    assert "=== gpt-4o ===" in out and "one two three" in out
+    assert "ttft_s" in out and "output_tps" in out  # the table
+    rows = lm.ledger(str(clean_env)).df
+    assert sorted(rows.status) == ["error", "ok"]
+
+
+def test_comparison_usage_errors_send_nothing(fp, ip_ledger, clean_env) -> None:
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="No key for mistral"):
+        ip_ledger.run_cell_magic("llm", "-m gpt-4o,mistral/mistral-large-latest", "Hi")
+    with pytest.raises(UsageError, match="each model once"):
+        ip_ledger.run_cell_magic("llm", "-m gpt-4o,gpt-4o", "Hi")
+    assert not [r for r in fp.requests if r.method == "POST"]
+
+
+def test_widget_columns_show_live_token_counts() -> None:
+    view = CompareView("widget", ["a", "b"], rate=1000)
+    view.start()
+    view.add("a", "hello ")
+    view.add("a", "world")
+    view.flush()
+    head_a, out_a = view._cols["a"]
+    assert "~2 tokens" in head_a.value and out_a.outputs[0]["text"] == "hello world"
+    view.finish_one("b", None, "ConnectionFailed: down")
+    assert "error: ConnectionFailed: down" in view._cols["b"][0].value
+    done = Result(text="hello world", model="a", requested_model="a", output_tokens=2, cost_usd=0.0)
+    view.finish_one("a", done, None)
+    assert view._cols["a"][1].outputs[0]["data"]["text/markdown"].startswith("hello world")
+
+
+def test_task_routing_takes_the_first_model_with_a_key(monkeypatch) -> None:
+    assert route_for_task("standard") == "local"  # no key at all
+    monkeypatch.setenv("OPENAI_API_KEY", KEY_O)
+    config.reload_settings()
+    assert route_for_task("standard") == "gpt-4o"
+    assert route_for_task("classify") == "gpt-4o-mini"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY_A)
+    config.reload_settings()
+    assert route_for_task("standard") == "claude-sonnet-4-5"
+    assert route_for_task("private") == "local"
+    monkeypatch.setenv("LLM_MAGIC_ROUTE_CLASSIFY", "gpt-4o-mini,claude-haiku-4-5")
+    assert route_for_task("classify") == "gpt-4o-mini"
+
+
+def test_task_flag_routes_the_cell(fp, ip_ledger, clean_env, monkeypatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    config.reload_settings()
+    fp.script(ok("positive", 5, 1))
+    ip_ledger.run_cell_magic("llm", "-t classify -o r", "Sentiment of 'great!'")
+    assert ip_ledger.user_ns["r"].model == "gpt-4o-mini"
