@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: demo test lab install lock lint typecheck unit notebooks bench bench-smoke clean
+.PHONY: demo test lab install lock lint typecheck unit notebooks bench bench-smoke binder-check clean
 
 install: $(STAMP)
 
@@ -51,6 +51,10 @@ bench: install
 	$(BIN)/python -m bench.run
 
 test: lint typecheck bench-smoke notebooks unit
+
+# mybinder's steps (pip, binder/requirements.txt, postBuild, start) in a fresh venv + notebooks.
+binder-check:
+	bash tools/binder_check.sh
 
 lab: install
 	$(BIN)/jupyter lab notebooks

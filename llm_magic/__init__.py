@@ -21,6 +21,8 @@ __all__ = [
     "stream",
     "acomplete",
     "ledger",
+    "compare",
+    "plots",
     "Ledger",
     "reset_chat",
     "Result",
@@ -39,12 +41,14 @@ _LAZY = {
     "ledger": "llm_magic.store",
     "Ledger": "llm_magic.store",
     "Result": "llm_magic.result",
+    "compare": "llm_magic.comparison",
     "settings": "llm_magic.config",
     "reload_settings": "llm_magic.config",
 }
 
 if TYPE_CHECKING:
-    from . import errors
+    from . import errors, plots
+    from .comparison import compare
     from .core import Stream, acomplete, complete, reset_chat, stream
     from .result import Result
     from .store import Ledger, ledger

@@ -15,7 +15,12 @@ from .config import Settings
 from .pricing import Price
 from .store import Ledger, utcnow
 
-__all__ = ["BudgetWarning", "Verdict", "check_daily", "worst_case_cost"]
+__all__ = ["BudgetWarning", "Verdict", "check_daily", "worst_case_cost", "usd"]
+
+
+def usd(amount: float) -> str:
+    """Dollars, with cents for budgets of a dollar or more and more digits below."""
+    return f"${amount:.2f}" if amount >= 1 else f"${amount:.6f}".rstrip("0").rstrip(".")
 
 
 class BudgetWarning(UserWarning):
@@ -47,13 +52,13 @@ def check_daily(cfg: Settings, book: Ledger, model: str) -> Verdict:
                 "downgrade",
                 spent,
                 budget,
-                f"Over the daily budget (${spent:.4f} of ${budget:.2f}): using {down} instead of {model}",
+                f"Over the daily budget (${spent:.4f} of {usd(budget)}): using {down} instead of {model}",
             )
         return Verdict(
             "refuse",
             spent,
             budget,
-            f"Over the daily budget (${spent:.4f} of ${budget:.2f}): refused. Raise it with "
+            f"Over the daily budget (${spent:.4f} of {usd(budget)}): refused. Raise it with "
             "%llm budget USD, or set BUDGET_DOWNGRADE_MODEL to a cheaper model",
         )
     threshold = cfg.budget_alert_threshold
@@ -63,7 +68,7 @@ def check_daily(cfg: Settings, book: Ledger, model: str) -> Verdict:
             first = key not in _alerted
             _alerted.add(key)
         if first:
-            note = f"Budget alert: ${spent:.4f} spent today, {spent / budget:.0%} of ${budget:.2f}"
+            note = f"Budget alert: ${spent:.4f} spent today, {spent / budget:.0%} of {usd(budget)}"
             warnings.warn(note, BudgetWarning, stacklevel=3)
             return Verdict("ok", spent, budget, note)
     return Verdict("ok", spent, budget)

@@ -188,7 +188,7 @@ class LLMMagics(Magics):
         if args.model:
             model = args.model.strip()
         elif args.task:
-            from .compare import route_for_task
+            from .comparison import route_for_task
 
             model = route_for_task(args.task)
         else:
@@ -256,7 +256,7 @@ class LLMMagics(Magics):
 
         import pandas as pd
 
-        from .compare import TABLE_COLUMNS, Outcome, run_concurrently
+        from .comparison import TABLE_COLUMNS, Outcome, run_concurrently
         from .display import CompareView
         from .models import resolve
 
@@ -382,6 +382,7 @@ class LLMMagics(Magics):
     def _cmd_budget(self, rest: list[str]) -> Any:
         import os
 
+        from .budget import usd
         from .config import reload_settings
 
         if rest:
@@ -402,7 +403,7 @@ class LLMMagics(Magics):
         else:
             share = spent / cfg.daily_budget_usd if cfg.daily_budget_usd else float("inf")
             print(
-                f"Spent today: ${spent:.6f} of ${cfg.daily_budget_usd:.2f} ({share:.0%}); "
+                f"Spent today: ${spent:.6f} of {usd(cfg.daily_budget_usd)} ({share:.0%}); "
                 f"alert at {cfg.budget_alert_threshold:.0%}"
             )
         return None

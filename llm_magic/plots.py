@@ -79,7 +79,8 @@ def _figure_class() -> type[Figure]:
                 self.savefig(buf, format="png", bbox_inches="tight")
                 return buf.getvalue()
 
-        # picklable as llm_magic.plots._LedgerFigure (see the module __getattr__)
+        # shown as "<Figure size …>", pickled as llm_magic.plots._LedgerFigure (see __getattr__)
+        _LedgerFigure.__name__ = "Figure"
         _LedgerFigure.__qualname__ = "_LedgerFigure"
         cls = globals()["_LedgerFigure"] = _LedgerFigure
     return cls  # type: ignore[no-any-return]
@@ -165,7 +166,7 @@ def _usd(value: float) -> str:
         return "unpriced"
     if value == 0:
         return "$0"
-    if abs(value) >= 1:
+    if abs(value) >= 1 or (abs(value) >= 0.01 and round(value, 2) == value):
         return f"${value:,.2f}"
     return f"${value:.3g}"
 
@@ -179,10 +180,41 @@ def _num(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _usd_axis(axis: Any) -> None:
-    from matplotlib.ticker import FuncFormatter
+def _usd_ticks(locs: Sequence[float]) -> int:
+    """Decimals for dollar ticks at ``locs``: whole dollars, else cents or finer, all alike."""
+    values = sorted({float(v) for v in locs if math.isfinite(v)})
+    steps = [b - a for a, b in zip(values, values[1:], strict=False) if b > a]
+    if not steps:
+        return 2
+    step = min(steps)
+    if step >= 1 and all(float(v).is_integer() for v in values):
+        return 0
+    for decimals in range(2, 10):
+        if abs(round(step, decimals) - step) <= step * 1e-6:
+            return decimals
+    return 10
 
-    axis.set_major_formatter(FuncFormatter(lambda v, _pos: _usd(v)))
+
+def _usd_axis(axis: Any) -> None:
+    """Dollar tick labels with the same number of decimals on every tick."""
+    from matplotlib.ticker import Formatter
+
+    class UsdFormatter(Formatter):
+        decimals = 2
+
+        def format_ticks(self, values: Any) -> list[str]:
+            self.decimals = _usd_ticks(list(values))
+            return [self(v, i) for i, v in enumerate(values)]
+
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"${x:,.{self.decimals}f}"
+
+    axis.set_major_formatter(UsdFormatter())
+
+
+def _headroom(top: float, factor: float) -> float:
+    """An upper axis limit above ``top`` (never 0, which matplotlib warns about)."""
+    return top * factor if top > 0 else 0.01
 
 
 def _plural(n: int, word: str) -> str:
@@ -193,7 +225,7 @@ def _unpriced_note(n: int) -> str:
     return f"{_plural(n, 'unpriced call')} not included" if n else ""
 
 
-def _no_data(ax: Axes, message: str = "no data") -> None:
+def _no_data(ax: Axes, message: str = "no data", ticks: bool = False) -> None:
     ax.text(
         0.5,
         0.5,
@@ -204,8 +236,9 @@ def _no_data(ax: Axes, message: str = "no data") -> None:
         fontsize=12,
         color="#666666",
     )
-    ax.set_xticks([])
-    ax.set_yticks([])
+    if not ticks:
+        ax.set_xticks([])
+        ax.set_yticks([])
 
 
 def _plain(fig: Figure) -> Figure:
@@ -214,7 +247,7 @@ def _plain(fig: Figure) -> Figure:
 
     for text in fig.findobj(Text):
         text.set_parse_math(False)
-    return _plain(fig)
+    return fig
 
 
 def _title(ax: Axes, title: str, *notes: str) -> None:
@@ -300,8 +333,7 @@ def cost_by_day(df: pd.DataFrame | None = None) -> Figure:
         ha="right" if len(days) > 5 else "center",
     )
     ax.set_xlim(-0.6, len(days) - 0.4)
-    ax.set_ylim(0, bottom.max() * 1.18)
-    ax.margins(y=0.15)
+    ax.set_ylim(0, _headroom(float(bottom.max()), 1.18))
     _usd_axis(ax.yaxis)
     ax.legend(
         title="model", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1)
@@ -383,7 +415,7 @@ def cost_by(df: pd.DataFrame | None = None, by: str = "agent", top: int = 20) ->
         )
     ax.set_yticks(y, [str(name) for name in table.index])
     ax.set_ylim(len(table) - 0.5, -0.5)  # largest at the top
-    ax.set_xlim(0, max(widths.max(), 1e-9) * 1.3)
+    ax.set_xlim(0, _headroom(float(widths.max()), 1.3))
     _usd_axis(ax.xaxis)
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
@@ -438,13 +470,15 @@ def budget_burndown(
     spent = float(cumulative[-1]) if len(cumulative) else 0.0
     end = (now - midnight.to_pydatetime()).total_seconds() / 3600.0 if target == today else 24.0
     end = min(max(end, float(hours.max()) if len(hours) else 0.0), 24.0)
-    if len(data):
+    if len(priced):
         xs = [0.0, *hours.tolist(), end]
         ys = [0.0, *cumulative.tolist(), spent]
         ax.step(xs, ys, where="post", color="#1f77b4", lw=2, label=f"spent {_usd(spent)}")
         ax.plot(hours, cumulative, "o", color="#1f77b4", ms=3)
+    elif len(data):
+        _no_data(ax, f"no data: all {_plural(len(data), 'call')} on {target} are unpriced", True)
     else:
-        _no_data(ax, f"no data: no calls on {target.isoformat()}")
+        _no_data(ax, f"no data: no calls on {target.isoformat()}", ticks=True)
     if target == today and len(data):
         ax.axvline(end, color="#888888", lw=0.8, ls=":", label="now")
     if budget is not None:
@@ -460,10 +494,10 @@ def budget_burndown(
             label=f"alert at {threshold:.0%}: {_usd(alert)}",
             gid="alert",
         )
-        ax.set_ylim(0, max(budget, spent) * 1.15 or 1.0)
+        ax.set_ylim(0, _headroom(max(budget, spent), 1.15))
     else:
         notes.insert(0, "no daily budget set")
-        ax.set_ylim(0, spent * 1.15 or 1.0)
+        ax.set_ylim(0, _headroom(spent, 1.15))
     ax.set_xlim(0, 24)
     ax.set_xticks(range(0, 25, 3), [f"{h:02d}:00" for h in range(0, 25, 3)])
     _usd_axis(ax.yaxis)
@@ -506,45 +540,18 @@ def _strip(
 ) -> None:
     """One row per model: the calls as dots, the middle half as a bar, p50 (and p95) marked."""
     import numpy as np
+    from matplotlib.lines import Line2D
 
     rng = np.random.default_rng(0)
     for i, (model, values) in enumerate(groups):
         q25, q50, q75, q95 = np.percentile(values, [25, 50, 75, 95])
         jitter = rng.uniform(-0.2, 0.2, size=values.size)
         ax.scatter(values, i + jitter, s=12, alpha=0.45, color=colors[model], edgecolors="none")
-        first = i == 0
-        ax.hlines(
-            i,
-            q25,
-            q75,
-            lw=8,
-            color=colors[model],
-            alpha=0.35,
-            label="middle half (p25–p75)" if first else "_nolegend_",
-        )
-        ax.plot(
-            [q50],
-            [i],
-            ls="none",
-            marker="|",
-            ms=22,
-            mew=3,
-            color="black",
-            gid=f"p50:{model}",
-            label="p50 (median)" if first else "_nolegend_",
-        )
+        ax.hlines(i, q25, q75, lw=8, color=colors[model], alpha=0.35)
+        ax.plot([q50], [i], ls="none", gid=f"p50:{model}", **_P50_STYLE)
         text = f"p50 {_num(q50)} {unit}"
         if p95:
-            ax.plot(
-                [q95],
-                [i],
-                ls="none",
-                marker="D",
-                ms=6,
-                color="#d62728",
-                gid=f"p95:{model}",
-                label="p95" if first else "_nolegend_",
-            )
+            ax.plot([q95], [i], ls="none", gid=f"p95:{model}", **_P95_STYLE)
             text += f"\np95 {_num(q95)} {unit}"
         ax.annotate(
             f"{text}\nn={values.size}",
@@ -560,13 +567,27 @@ def _strip(
     ax.set_xlim(left=0)
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
-    ax.legend(
+    grey = "#888888"
+    keys = {
+        "one call": Line2D([], [], ls="none", marker="o", ms=4, alpha=0.6, color=grey),
+        "middle half (p25–p75)": Line2D([], [], lw=8, alpha=0.35, color=grey),
+        "p50 (median)": Line2D([], [], ls="none", **_P50_STYLE),
+    }
+    if p95:
+        keys["p95"] = Line2D([], [], ls="none", **_P95_STYLE)
+    assert ax.figure is not None
+    ax.figure.legend(
+        list(keys.values()),
+        list(keys),
+        loc="outside lower center",
+        ncol=len(keys),
         fontsize=8,
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.14 - 0.5 / len(groups)),
-        ncol=4,
         frameon=False,
     )
+
+
+_P50_STYLE: dict[str, Any] = {"marker": "|", "ms": 22, "mew": 3, "color": "black"}
+_P95_STYLE: dict[str, Any] = {"marker": "D", "ms": 6, "color": "#d62728"}
 
 
 def _distribution_figure(groups: Sequence[tuple[str, Any]]) -> tuple[Figure, Axes]:
@@ -648,7 +669,7 @@ def cost_vs_latency(df: pd.DataFrame | None = None) -> Figure:
     handles, labels = ax.get_legend_handles_labels()
     if not shown["ok"].all():
         handles.append(Line2D([], [], ls="none", marker="x", color="#444444"))
-        labels.append("× not ok (error, …)")
+        labels.append("not ok (error, interrupted…)")
     ax.legend(
         handles,
         labels,

@@ -259,6 +259,38 @@ class Ledger:
         )
         return out
 
+    def reprice(self, model: str) -> pd.DataFrame:
+        """What-if: every call's tokens priced as ``model`` would have charged them.
+
+        ``lm.ledger().reprice("gpt-4o").repriced_cost_usd.sum()`` — nothing is sent."""
+        from . import gateway
+        from .models import BUILTIN_ALIASES
+        from .pricing import price_for
+
+        name = {**BUILTIN_ALIASES, **self.aliases()}.get(model, model)
+        try:
+            provider = "local" if name == "local" else gateway.provider_of(name)
+        except UsageProblem:
+            provider = "unknown"  # a price set with %llm price needs no provider
+        price = price_for(name, provider, self, also=(model,))
+        if price is None:
+            raise UsageProblem(
+                f"No price known for {model}: set one with %llm price {model} IN_PER_1M OUT_PER_1M"
+            )
+        frame = self.df
+        frame = frame[frame["input_tokens"].fillna(0) + frame["output_tokens"].fillna(0) > 0]
+        out = frame[
+            ["call_id", "ts_start", "model", "agent", "input_tokens", "output_tokens", "cost_usd"]
+        ].copy()
+        tokens_in = out["input_tokens"].astype("float64")
+        tokens_out = out["output_tokens"].astype("float64")
+        out["repriced_as"] = model
+        out["repriced_cost_usd"] = (
+            tokens_in * price.input_per_token + tokens_out * price.output_per_token
+        )
+        out["price_source"] = price.source
+        return out.reset_index(drop=True)
+
     def to_parquet(self, path: str | Path) -> Path:
         try:
             self.df.to_parquet(path)

@@ -9,7 +9,7 @@ import pytest
 
 import llm_magic as lm
 from llm_magic import config
-from llm_magic.compare import compare, route_for_task
+from llm_magic.comparison import compare, route_for_task
 from llm_magic.display import CompareView
 from llm_magic.result import Result
 from tests.fakeprovider import FakeProvider, ok, refused_url

@@ -93,3 +93,38 @@ def test_kernel_interrupt_stops_the_stream_and_keeps_the_partial_answer(kernel) 
     check = kc.execute_interactive("print(r.status, len(r.text) > 0)", timeout=30)
     assert check["content"]["status"] == "ok"
     assert KEY not in outputs
+
+
+def test_no_key_in_any_kernel_output(kernel) -> None:
+    """Answers, errors (a 401 whose body echoes the key), config, models: the key never shows."""
+    from tests.fakeprovider import status
+
+    km, kc, fp, ledger = kernel
+    fp.script(
+        ok("fine", 3, 1),
+        status(401, body={"error": {"message": f"Incorrect API key provided: {KEY}"}}),
+    )
+    outputs = ""
+    for code in (
+        "%%llm -m gpt-4o\nHi",
+        "%%llm -m gpt-4o -o failed\nHi",
+        "%llm config",
+        "%llm models",
+        "print(repr(failed), failed._repr_markdown_())",
+        "import llm_magic as lm; lm.ledger().df.to_string()",
+        "import os; os.environ['OPENAI_API_KEY'] == " + repr(KEY),
+    ):
+        msg_id = kc.execute(code)
+        while True:
+            msg = kc.get_iopub_msg(timeout=60)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+            outputs += _texts(msg) + str(msg["content"].get("traceback", ""))
+    assert "Incorrect API key provided" in outputs  # the 401 was shown…
+    assert "True" in outputs  # …the kernel really held the key…
+    assert KEY not in outputs  # …and never showed it
+    assert KEY.encode() not in b"".join(
+        p.read_bytes() for p in ledger.parent.glob("kernel.sqlite*")
+    )

@@ -107,3 +107,23 @@ def test_a_corrupt_file_is_refused_and_never_overwritten(tmp_path: Path) -> None
     with pytest.raises(LedgerError, match="left untouched"):
         Ledger(str(path))
     assert path.read_bytes() == junk
+
+
+def test_reprice_prices_the_same_tokens_as_another_model(tmp_path: Path) -> None:
+    book = Ledger(str(tmp_path / "l.sqlite"))
+    book.record(row(model="local/smollm2", input_tokens=1000, output_tokens=500, cost_usd=0.0))
+    book.record(row(model="x", input_tokens=0, output_tokens=0, status="error", cost_usd=0.0))
+    book.record(row(model="y", input_tokens=2000, output_tokens=0, cost_usd=math.nan))
+    what_if = book.reprice("gpt-4o")
+    assert len(what_if) == 2  # the failed call carried no tokens
+    assert what_if.repriced_cost_usd.tolist() == pytest.approx(
+        [1000 * 2.5e-6 + 500 * 10e-6, 2000 * 2.5e-6], abs=1e-12
+    )
+    book.set_price("house-model", 1, 2)
+    assert book.reprice("house-model").repriced_cost_usd.iloc[0] == pytest.approx(
+        1000 * 1e-6 + 500 * 2e-6, abs=1e-12
+    )
+    from llm_magic.errors import UsageProblem
+
+    with pytest.raises(UsageProblem, match="No price known for claude-sonnet-4-20250514"):
+        book.reprice("claude-sonnet-4-20250514")

@@ -143,7 +143,10 @@ def test_gateway_base_sends_everything_through_the_proxy(fp, clean_env, monkeypa
     assert result.cost_usd == pytest.approx(10 * 3e-6 + 4 * 15e-6, abs=1e-12)
 
 
-def test_keys_never_show(fp, ip_ledger, clean_env, capsys) -> None:
+def test_keys_never_show(fp, ip_ledger, clean_env, capsys, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
     fp.script(
         ok("fine", 3, 1),
         status(401, body={"error": {"message": f"Incorrect API key provided: {OPENAI_KEY}"}}),
@@ -161,6 +164,7 @@ def test_keys_never_show(fp, ip_ledger, clean_env, capsys) -> None:
     texts += [repr(config.settings()), repr(config.settings().keys("openai"))]
     texts += [p.read_bytes().decode("latin-1") for p in clean_env.parent.glob("ledger.sqlite*")]
     texts.append(rows(clean_env).to_csv())
+    texts.append(caplog.text)
     for key in (OPENAI_KEY, ANTHROPIC_KEY):
         assert not any(key in t for t in texts)
     assert ip_ledger.user_ns["b"].status == "error"  # the 401 really happened

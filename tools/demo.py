@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILD = ROOT / "build"
+BUILD = Path(os.environ.get("LLM_MAGIC_BUILD", ROOT / "build"))
 
 
 def main() -> int:

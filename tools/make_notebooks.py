@@ -113,10 +113,211 @@ df[["ts_start", "model", "status", "input_tokens", "output_tokens", "usage_sourc
 ]
 
 
+SETUP_MODELS = """
+import os
+
+import llm_magic as lm
+
+# The local model always answers; real providers join when their key is set.
+KEY_OF = {"gpt-4o": "OPENAI_API_KEY", "claude-sonnet-4-5": "ANTHROPIC_API_KEY"}
+models = ["local"] + [m for m, key in KEY_OF.items() if os.environ.get(key) or os.environ.get(key + "S")]
+models_csv = ",".join(models)
+models
+"""
+
+COMPARE = [
+    (
+        "markdown",
+        """
+# Compare providers
+
+One prompt, several models at once: each streams into its own column with a live token count,
+then a table of time to first token, latency, tokens, tokens/s and cost. With no API key only
+the embedded `local` model answers; set `OPENAI_API_KEY` / `ANTHROPIC_API_KEY` and the same
+cells compare real providers.
+""",
+    ),
+    ("code", "%load_ext llm_magic"),
+    ("code", SETUP_MODELS),
+    (
+        "markdown",
+        "`-m a,b,c` runs every model concurrently (the wall time is the slowest model's, not the sum). `{models_csv}` on the magic line is filled in by IPython.",
+    ),
+    (
+        "code",
+        """
+%%llm -m {models_csv} --max-tokens 64 --agent compare -o side_by_side
+Explain in two sentences why the sea has tides.
+""",
+    ),
+    (
+        "markdown",
+        "The same from Python: `lm.compare` returns one row per call, with a progress bar; `repeats` gives several samples per model.",
+    ),
+    (
+        "code",
+        """
+table = lm.compare("Give one word for the colour of the sea.", models, repeats=3, max_tokens=16, agent="compare")
+table[["model", "repeat", "status", "ttft_s", "latency_s", "output_tokens", "output_tps", "cost_usd"]]
+""",
+    ),
+    (
+        "code",
+        """
+table.groupby("model")[["ttft_s", "latency_s", "output_tps", "cost_usd"]].median()
+""",
+    ),
+    (
+        "markdown",
+        """
+## What would these calls have cost elsewhere?
+
+`reprice` prices the very same tokens with another model's price (litellm's bundled price map),
+so providers can be compared on spend without spending anything.
+""",
+    ),
+    (
+        "code",
+        """
+import pandas as pd
+
+book = lm.ledger()
+pd.Series(
+    {m: book.reprice(m).repriced_cost_usd.sum() for m in ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5", "claude-haiku-4-5"]},
+    name="same tokens, USD",
+)
+""",
+    ),
+    ("code", "lm.plots.cost_vs_latency()"),
+]
+
+LATENCY = [
+    (
+        "markdown",
+        """
+# Latency: time to first token and tokens per second
+
+Users feel two numbers: how long until the first token appears, and how fast the rest follows.
+Here both are measured per model, several times, with p50 and p95.
+""",
+    ),
+    ("code", SETUP_MODELS),
+    (
+        "code",
+        """
+runs = lm.compare("Write one sentence about the moon.", models, repeats=5, max_tokens=32, agent="latency")
+ok = runs[runs.status == "ok"]
+summary = ok.groupby("model").agg(
+    calls=("ttft_s", "size"),
+    ttft_p50=("ttft_s", "median"),
+    ttft_p95=("ttft_s", lambda s: s.quantile(0.95)),
+    latency_p50=("latency_s", "median"),
+    latency_p95=("latency_s", lambda s: s.quantile(0.95)),
+    tokens_per_s_p50=("output_tps", "median"),
+)
+summary
+""",
+    ),
+    ("code", 'lm.plots.latency(metric="ttft_s")'),
+    ("code", 'lm.plots.latency(metric="latency_s")'),
+    ("code", "lm.plots.tokens_per_second()"),
+]
+
+SPEND = [
+    (
+        "markdown",
+        """
+# Spend and budget
+
+Every call is in the ledger with its cost, so spend can be cut by day, model, agent or user,
+priced as other providers would have charged, and held to a daily budget.
+""",
+    ),
+    ("code", "%load_ext llm_magic"),
+    (
+        "code",
+        """
+import llm_magic as lm
+
+book = lm.ledger()
+book.summary(by="model")
+""",
+    ),
+    ("code", 'book.summary(by="agent")'),
+    ("code", "lm.plots.cost_by_day()"),
+    ("code", 'lm.plots.cost_by(by="agent")'),
+    (
+        "markdown",
+        """
+## Repricing across real price tables
+
+The local model is free; the same tokens on hosted models would not be. Prices come from the
+price map bundled with the pinned litellm.
+""",
+    ),
+    (
+        "code",
+        """
+import pandas as pd
+
+what_if = pd.concat([book.reprice(m) for m in ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5", "claude-haiku-4-5"]])
+what_if.groupby(["repriced_as", "agent"], dropna=False).repriced_cost_usd.sum().unstack(0)
+""",
+    ),
+    (
+        "markdown",
+        """
+## A daily budget, with an alert and a refusal
+
+To see the budget at work without a key, give the local model a price: an alias `smol-paid`
+priced like a hosted model. Then set a budget just above today's spend.
+""",
+    ),
+    (
+        "code",
+        """
+%llm alias smol-paid local
+%llm price smol-paid 3 15
+""",
+    ),
+    (
+        "code",
+        """
+budget = round(book.cost_today() + 0.002, 6)
+%llm budget {budget}
+""",
+    ),
+    (
+        "code",
+        """
+import warnings
+
+for i in range(6):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            r = lm.complete(f"Say a word about the number {i}.", model="smol-paid", max_tokens=48, agent="budget-demo")
+            print(f"call {i}: ${r.cost_usd:.6f}", *r.notes, sep=" · ")
+        except lm.errors.BudgetRefused as refused:
+            print(f"call {i}: refused before sending —", refused)
+    for w in caught:
+        print("  warning:", w.message)
+""",
+    ),
+    ("code", "%llm budget"),
+    ("code", "lm.plots.budget_burndown()"),
+]
+
+
 def main() -> None:
     out = ROOT / "notebooks"
     out.mkdir(exist_ok=True)
-    books = {"01_quickstart.ipynb": QUICKSTART}
+    books = {
+        "01_quickstart.ipynb": QUICKSTART,
+        "02_compare_providers.ipynb": COMPARE,
+        "03_latency.ipynb": LATENCY,
+        "04_spend_and_budget.ipynb": SPEND,
+    }
     for name, cells in books.items():
         (out / name).write_text(json.dumps(nb(cells), indent=1, ensure_ascii=False) + "\n")
         print("wrote", out / name)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Reproduce mybinder's steps for this repository in a fresh virtual environment, then run every
+# notebook headless with no API key. Binder's image is Python 3.11 + pip; so is this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=build/binder-venv
+rm -rf "$venv"
+python3 -m venv "$venv"
+# repo2docker: pip install -r binder/requirements.txt, then binder/postBuild, then binder/start.
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -r binder/requirements.txt
+PATH="$PWD/$venv/bin:$PATH" bash binder/postBuild
+unset OPENAI_API_KEY OPENAI_API_KEYS ANTHROPIC_API_KEY ANTHROPIC_API_KEYS
+mkdir -p build/binder
+PATH="$PWD/$venv/bin:$PATH" LLM_MAGIC_BUILD="$PWD/build/binder" \
+  bash binder/start "$venv/bin/python" tools/demo.py
+echo "binder-check: the notebooks ran in a Binder-like environment with no key"
