@@ -6,6 +6,7 @@ pool, so the wall time is that of the slowest model, not the sum.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -137,7 +138,26 @@ def _one(
     book: Ledger | None,
 ) -> Outcome:
     model = str(request.model)
-    gen = _execute(request, cfg, book)
+    # The embedded model serves one request at a time: queue its calls here, so that each
+    # call's time to first token is the model's own, not time spent waiting behind another.
+    gate = _local_gate if model == "local" else contextlib.nullcontext()
+    with gate:
+        return _drive(model, repeat, _execute(request, cfg, book), on_chunk, stop)
+
+
+_local_gate = threading.Lock()
+
+
+def _drive(
+    model: str,
+    repeat: int,
+    gen: Any,
+    on_chunk: Callable[[str, str], None] | None,
+    stop: threading.Event,
+) -> Outcome:
+    if stop.is_set():  # interrupted while queued: nothing was sent
+        gen.close()
+        return Outcome(model, repeat, None, "interrupted before it started")
     try:
         while True:
             if stop.is_set():

@@ -196,6 +196,10 @@ class LocalServer:
             str(CONTEXT_WINDOW),
             "--n_threads",
             str(_threads()),
+            # llama-cpp-python cuts a running stream when another request arrives unless told
+            # not to: concurrent calls (comparisons, several kernels) must queue instead.
+            "--interrupt_requests",
+            "False",
         ]
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(

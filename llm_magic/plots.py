@@ -42,6 +42,7 @@ _FIGSIZE = (8.0, 4.5)
 _MAX_SERIES = 9  # models stacked by name in cost_by_day; the rest are summed as "other"
 _MAX_DAYS_FILLED = 92  # up to this span, days without calls still get a (zero) slot
 _OTHER_COLOR = "#9a9a9a"
+_MAX_DOTS = 400  # dots drawn per model row in latency() and tokens_per_second()
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -380,7 +381,8 @@ def cost_by(df: pd.DataFrame | None = None, by: str = "agent", top: int = 20) ->
     table = table.assign(rank=table["cost"].fillna(0.0)).sort_values(
         ["rank", "calls"], ascending=False, kind="stable"
     )
-    if len(table) > top + 1:
+    has_other = len(table) > top + 1
+    if has_other:
         rest = table.iloc[top:]
         other = pd.DataFrame(
             {
@@ -389,7 +391,7 @@ def cost_by(df: pd.DataFrame | None = None, by: str = "agent", top: int = 20) ->
                 "calls": [int(rest["calls"].sum())],
                 "rank": [0.0],
             },
-            index=[f"other ({len(rest)})"],
+            index=[f"other ({len(rest)} {by}s)"],
         )
         table = pd.concat([table.iloc[:top], other])
     unpriced = int(table["unpriced"].sum())
@@ -398,9 +400,13 @@ def cost_by(df: pd.DataFrame | None = None, by: str = "agent", top: int = 20) ->
         _no_data(ax, f"no data: all {_plural(unpriced, 'call')} are unpriced")
         return _plain(fig)
 
+    fig.set_size_inches(_FIGSIZE[0], max(3.0, 1.4 + 0.32 * len(table)))
     y = np.arange(len(table))
     widths = table["cost"].fillna(0.0).to_numpy(dtype=float)
-    ax.barh(y, widths, height=0.7, color="#4c72b0")
+    shades = ["#4c72b0"] * len(table)
+    if has_other:
+        shades[-1] = _OTHER_COLOR
+    ax.barh(y, widths, height=0.7, color=shades)
     for i, (cost, n) in enumerate(zip(table["cost"], table["unpriced"], strict=True)):
         label = _usd(float(cost)) if not pd.isna(cost) else "no priced calls"
         if n:
@@ -545,13 +551,16 @@ def _strip(
     rng = np.random.default_rng(0)
     for i, (model, values) in enumerate(groups):
         q25, q50, q75, q95 = np.percentile(values, [25, 50, 75, 95])
-        jitter = rng.uniform(-0.2, 0.2, size=values.size)
-        ax.scatter(values, i + jitter, s=12, alpha=0.45, color=colors[model], edgecolors="none")
-        ax.hlines(i, q25, q75, lw=8, color=colors[model], alpha=0.35)
-        ax.plot([q50], [i], ls="none", gid=f"p50:{model}", **_P50_STYLE)
+        # at most _MAX_DOTS dots per row (the percentiles use every value)
+        dots = values if values.size <= _MAX_DOTS else rng.choice(values, _MAX_DOTS, False)
+        jitter = rng.uniform(-0.2, 0.2, size=dots.size)
+        alpha = 0.5 if dots.size <= 100 else 0.25
+        ax.scatter(dots, i + jitter, s=12, alpha=alpha, color=colors[model], edgecolors="none")
+        ax.hlines(i, q25, q75, lw=7, color="black", alpha=0.3, zorder=3)
+        ax.plot([q50], [i], ls="none", gid=f"p50:{model}", zorder=4, **_P50_STYLE)
         text = f"p50 {_num(q50)} {unit}"
         if p95:
-            ax.plot([q95], [i], ls="none", gid=f"p95:{model}", **_P95_STYLE)
+            ax.plot([q95], [i], ls="none", gid=f"p95:{model}", zorder=4, **_P95_STYLE)
             text += f"\np95 {_num(q95)} {unit}"
         ax.annotate(
             f"{text}\nn={values.size}",
@@ -570,7 +579,7 @@ def _strip(
     grey = "#888888"
     keys = {
         "one call": Line2D([], [], ls="none", marker="o", ms=4, alpha=0.6, color=grey),
-        "middle half (p25–p75)": Line2D([], [], lw=8, alpha=0.35, color=grey),
+        "middle half (p25–p75)": Line2D([], [], lw=7, alpha=0.3, color="black"),
         "p50 (median)": Line2D([], [], ls="none", **_P50_STYLE),
     }
     if p95:

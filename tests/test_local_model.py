@@ -132,3 +132,14 @@ def test_server_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     else:
         os.kill(info["pid"], signal.SIGKILL)
         pytest.fail("the local server outlived the process that started it")
+
+
+def test_concurrent_calls_queue_instead_of_cutting_each_other(local_model, clean_env) -> None:
+    """llama-cpp-python interrupts a running stream when another request arrives, unless the
+    server is started with --interrupt_requests False."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda i: lm.complete(f"Say {i} words.", max_tokens=16), range(3)))
+    assert [r.status for r in results] == ["ok", "ok", "ok"]
+    assert all(r.output_tokens > 0 for r in results)
