@@ -39,9 +39,11 @@ __all__ = [
 
 NO_VALUE = "—"  # shown for a missing model, agent or user
 _FIGSIZE = (8.0, 4.5)
-_MAX_SERIES = 9  # models stacked by name in cost_by_day; the rest are summed as "other"
+_MAX_SERIES = 9  # costliest models stacked in cost_by_day; the rest are summed as "other"
 _MAX_DAYS_FILLED = 92  # up to this span, days without calls still get a (zero) slot
 _OTHER_COLOR = "#9a9a9a"
+_ZOOM_HOURS = 3.0  # budget_burndown() zooms in on calls bunched within this many hours
+_CLOCK_STEPS = (10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)  # seconds between clock ticks
 _MAX_DOTS = 400  # dots drawn per model row in latency() and tokens_per_second()
 
 
@@ -504,8 +506,7 @@ def budget_burndown(
     else:
         notes.insert(0, "no daily budget set")
         ax.set_ylim(0, _headroom(spent, 1.15))
-    ax.set_xlim(0, 24)
-    ax.set_xticks(range(0, 25, 3), [f"{h:02d}:00" for h in range(0, 25, 3)])
+    _clock_axis(ax, hours, end if target == today else (hours.max() if len(hours) else 24.0))
     _usd_axis(ax.yaxis)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -516,6 +517,30 @@ def budget_burndown(
         headline += f" of {_usd(budget)}{share}"
     _title(ax, headline, *notes, _unpriced_note(unpriced))
     return _plain(fig)
+
+
+def _clock_axis(ax: Axes, hours: npt.NDArray[np.float64], stop: float) -> None:
+    """Hours since midnight as HH:MM: the whole day, or zoomed in when the calls are bunched."""
+    start = float(hours.min()) if len(hours) else 0.0
+    span = stop - start
+    if len(hours) and span < _ZOOM_HOURS:
+        pad = max(span * 0.08, 2 / 60)
+        low, high = max(0.0, start - pad), min(24.0, stop + pad)
+        seconds = high - low < 0.5
+
+        def clock(h: float) -> str:
+            s = round(h * 3600)
+            return f"{s // 3600:02d}:{s % 3600 // 60:02d}" + (f":{s % 60:02d}" if seconds else "")
+
+        width = (high - low) * 3600
+        step = next((s for s in _CLOCK_STEPS if width / s <= 8), 3600)
+        first = math.ceil(low * 3600 / step) * step
+        ticks = [t / 3600 for t in range(first, math.floor(high * 3600) + 1, step)]
+        ax.set_xlim(low, high)
+        ax.set_xticks(ticks, [clock(t) for t in ticks])
+    else:
+        ax.set_xlim(0, 24)
+        ax.set_xticks(range(0, 25, 3), [f"{h:02d}:00" for h in range(0, 25, 3)])
 
 
 # -- 4./5. per-model distributions ---------------------------------------------------------------

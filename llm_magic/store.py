@@ -1,17 +1,18 @@
-"""The ledger store: one row per call (failures, refusals and interruptions included), in SQLite.
+"""The ledger store: one row per call (failures, refusals and interruptions included).
 
-The schema is versioned by ordered migrations recorded in ``_migrations``; a ledger written by a
-newer llm_magic, or a file that is not a ledger, is refused with a clear error and never touched.
-pandas is imported only when a DataFrame is asked for.
+SQLite (WAL) by default, PostgreSQL for a team (``LLM_MAGIC_LEDGER=postgresql+psycopg://…``),
+both through SQLAlchemy Core with the same schema and the same migrations, recorded in
+``_migrations``. A ledger written by a newer llm_magic, or a file that is not a ledger, is
+refused with a clear error and never touched. Writes are idempotent (``call_id`` is unique), so
+a retried write never duplicates a row. pandas is imported only when a DataFrame is asked for.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,118 +21,216 @@ from .errors import LedgerError, UsageProblem
 
 if TYPE_CHECKING:
     import pandas as pd
+    from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["Ledger", "COLUMNS", "ledger", "open_ledger"]
+__all__ = ["Ledger", "COLUMNS", "ledger", "open_ledger", "utcnow"]
 
-# (name, SQL type) in the SPEC's order.
+# (name, type) in the SPEC's order; types are SQLAlchemy's generic ones (see _tables).
 COLUMNS: list[tuple[str, str]] = [
-    ("call_id", "TEXT PRIMARY KEY"),
-    ("trace_id", "TEXT NOT NULL"),
-    ("ts_start", "TEXT NOT NULL"),
-    ("ts_end", "TEXT"),
-    ("requested_model", "TEXT"),
-    ("model", "TEXT"),
-    ("provider", "TEXT"),
-    ("fallback_from", "TEXT"),
-    ("attempts", "INTEGER"),
-    ("status", "TEXT NOT NULL"),
-    ("error_type", "TEXT"),
-    ("http_status", "INTEGER"),
-    ("input_tokens", "INTEGER"),
-    ("output_tokens", "INTEGER"),
-    ("usage_source", "TEXT"),
-    ("cost_usd", "REAL"),
-    ("price_source", "TEXT"),
-    ("latency_s", "REAL"),
-    ("ttft_s", "REAL"),
-    ("output_tps", "REAL"),
-    ("max_tokens", "INTEGER"),
-    ("temperature", "REAL"),
-    ("agent", "TEXT"),
-    ("user", "TEXT"),
-    ("tags", "TEXT"),
-    ("chat", "TEXT"),
-    ("execution_count", "INTEGER"),
-    ("key_alias", "TEXT"),
-    ("prompt", "TEXT"),
-    ("response", "TEXT"),
-    ("error_message", "TEXT"),
+    ("call_id", "text"),
+    ("trace_id", "text"),
+    ("ts_start", "text"),  # ISO 8601 UTC: sorts as time, on every engine
+    ("ts_end", "text"),
+    ("requested_model", "text"),
+    ("model", "text"),
+    ("provider", "text"),
+    ("fallback_from", "text"),
+    ("attempts", "int"),
+    ("status", "text"),
+    ("error_type", "text"),
+    ("http_status", "int"),
+    ("input_tokens", "int"),
+    ("output_tokens", "int"),
+    ("usage_source", "text"),
+    ("cost_usd", "float"),  # NULL ⇔ no known price (NaN in pandas), never a silent 0
+    ("price_source", "text"),
+    ("latency_s", "float"),
+    ("ttft_s", "float"),
+    ("output_tps", "float"),
+    ("max_tokens", "int"),
+    ("temperature", "float"),
+    ("agent", "text"),
+    ("user", "text"),
+    ("tags", "text"),
+    ("chat", "text"),
+    ("execution_count", "int"),
+    ("key_alias", "text"),
+    ("prompt", "text"),
+    ("response", "text"),
+    ("error_message", "text"),
 ]
 NAMES = [name for name, _ in COLUMNS]
 STATUSES = ("ok", "error", "interrupted", "refused_budget", "refused_context")
+GROUPS = ("model", "agent", "user", "day", "status", "provider", "chat")
+
+_schema: dict[str, Any] = {}
 
 
-def _m001_calls(db: sqlite3.Connection) -> None:
-    cols = ",\n  ".join(f'"{n}" {t}' for n, t in COLUMNS)
-    db.execute(f"CREATE TABLE calls (\n  {cols}\n)")
-    db.execute("CREATE INDEX calls_ts_start ON calls(ts_start)")
-    db.execute("CREATE INDEX calls_trace ON calls(trace_id)")
+def _tables() -> dict[str, Any]:
+    """The SQLAlchemy tables (built on first use: importing this module stays cheap)."""
+    if _schema:
+        return _schema
+    from sqlalchemy import Column, Float, Index, Integer, MetaData, Table, Text
 
-
-def _m002_prices_aliases(db: sqlite3.Connection) -> None:
-    db.execute(
-        "CREATE TABLE prices (model TEXT PRIMARY KEY, input_per_1m REAL NOT NULL,"
-        " output_per_1m REAL NOT NULL, set_at TEXT NOT NULL)"
+    kinds = {"text": Text, "int": Integer, "float": Float}
+    meta = MetaData()
+    cols = [
+        Column(
+            n, kinds[t](), primary_key=(n == "call_id"), nullable=n not in ("trace_id", "status")
+        )
+        for n, t in COLUMNS
+    ]
+    _schema["calls"] = Table(
+        "calls",
+        meta,
+        *cols,
+        Index("calls_ts_start", "ts_start"),
+        Index("calls_trace", "trace_id"),
     )
-    db.execute("CREATE TABLE aliases (name TEXT PRIMARY KEY, model TEXT NOT NULL)")
+    _schema["prices"] = Table(
+        "prices",
+        meta,
+        Column("model", Text, primary_key=True),
+        Column("input_per_1m", Float, nullable=False),
+        Column("output_per_1m", Float, nullable=False),
+        Column("set_at", Text, nullable=False),
+    )
+    _schema["aliases"] = Table(
+        "aliases",
+        meta,
+        Column("name", Text, primary_key=True),
+        Column("model", Text, nullable=False),
+    )
+    _schema["migrations"] = Table(
+        "_migrations",
+        meta,
+        Column("name", Text, primary_key=True),
+        Column("applied_at", Text),
+    )
+    return _schema
 
 
-MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
+def _m001_calls(conn: Connection) -> None:
+    # The calls table as of schema 1 (with its indexes). A later column goes in a later
+    # migration (ALTER TABLE … ADD COLUMN), never here.
+    _tables()["calls"].create(conn)
+
+
+def _m002_prices_aliases(conn: Connection) -> None:
+    _tables()["prices"].create(conn)
+    _tables()["aliases"].create(conn)
+
+
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_calls", _m001_calls),
     ("m002_prices_aliases", _m002_prices_aliases),
 ]
 
 
-def _sqlite_path(url: str) -> Path:
-    if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///") :])
-    if "://" in url:
-        raise UsageProblem(
-            f"LLM_MAGIC_LEDGER={url.split('://')[0]}://… is not supported yet: use a file path "
-            "or sqlite:///path"
-        )
-    return Path(url).expanduser()
+def _url(spec: str) -> str:
+    """A path, ``sqlite:///path`` or any SQLAlchemy URL → an SQLAlchemy URL."""
+    if "://" in spec:
+        return spec
+    return f"sqlite:///{Path(spec).expanduser()}"
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class Ledger:
-    """One SQLite ledger file. Thread-safe; several processes may write at once (WAL)."""
+def _engine(url: str) -> Engine:
+    from sqlalchemy import create_engine, event
 
-    def __init__(self, url: str) -> None:
-        self.path = _sqlite_path(url)
-        self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("sqlite"):
+        path = url.split("sqlite:///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi: Any, _record: Any) -> None:
+            dbapi.isolation_level = None  # we say BEGIN ourselves (pysqlite's own is unsafe)
+            cur = dbapi.cursor()
+            cur.execute("PRAGMA busy_timeout = 30000")
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            immediate = conn.get_execution_options().get("immediate")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+    try:
+        return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+    except ImportError as exc:
+        raise UsageProblem(
+            f"LLM_MAGIC_LEDGER needs a database driver ({exc.name}): pip install 'llm_magic[team]'"
+        ) from None
+    except Exception as exc:
+        raise UsageProblem(f"LLM_MAGIC_LEDGER is not a database URL I can use: {exc}") from None
+
+
+class Ledger:
+    """One ledger (an SQLite file or a PostgreSQL database). Thread- and process-safe."""
+
+    def __init__(self, spec: str) -> None:
+        from sqlalchemy import exc as sa_exc
+
+        self.url = _url(spec)
+        self._engine = _engine(self.url)
+        self.dialect = self._engine.dialect.name
+        if self.dialect == "sqlite":
+            self.path: Path | str = Path(self.url.split("sqlite:///", 1)[-1])
+        else:
+            self.path = self._engine.url.render_as_string(hide_password=True)
         try:
-            self._db = sqlite3.connect(
-                self.path, timeout=30, check_same_thread=False, isolation_level=None
-            )
-            self._db.execute("PRAGMA busy_timeout = 30000")
-            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
+        except sa_exc.DatabaseError as exc:
             raise LedgerError(
-                f"{self.path} is not a readable llm_magic ledger ({exc}); it was left untouched: "
-                "move it aside or set LLM_MAGIC_LEDGER to another file"
+                f"{self.path} is not a readable llm_magic ledger ({exc.orig}); it was left "
+                "untouched: move it aside or set LLM_MAGIC_LEDGER to another file"
             ) from None
-        self.journal_mode = str(mode)
+        except sa_exc.OperationalError as exc:
+            raise LedgerError(
+                f"Cannot reach the ledger at {self.path} ({exc.orig}): check the server, "
+                "or set LLM_MAGIC_LEDGER"
+            ) from None
+        if self.dialect == "sqlite":
+            with self._engine.connect() as conn:
+                self.journal_mode = str(conn.exec_driver_sql("PRAGMA journal_mode").scalar())
+        else:
+            self.journal_mode = "server"
+        self._insert = self._dialect_insert(_tables()["calls"]).on_conflict_do_nothing(
+            index_elements=["call_id"]
+        )
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.path)!r})"
 
+    def _dialect_insert(self, table: Any) -> Any:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
+            return postgresql.insert(table)
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table)
+
     # -- schema --------------------------------------------------------------------------------
     def _migrate(self) -> None:
-        db = self._db
-        with self._lock:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
-                )
-                done = {r[0] for r in db.execute("SELECT name FROM _migrations")}
+        from sqlalchemy import inspect, select, text
+
+        tables = _tables()
+        with self._engine.connect().execution_options(immediate=True) as conn:
+            with conn.begin():
+                if self.dialect == "postgresql":
+                    # one kernel migrates at a time; the others wait, then find it done
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7419001)"))
+                if not inspect(conn).has_table("_migrations"):
+                    tables["migrations"].create(conn)
+                done = set(conn.execute(select(tables["migrations"].c.name)).scalars())
                 known = {name for name, _ in MIGRATIONS}
                 newer = sorted(done - known)
                 if newer:
@@ -139,29 +238,31 @@ class Ledger:
                         f"{self.path} was written by a newer llm_magic (schema {newer[-1]}); "
                         "upgrade llm_magic, or set LLM_MAGIC_LEDGER to another file"
                     )
-                for name, fn in MIGRATIONS:
+                for name, step in MIGRATIONS:
                     if name not in done:
-                        fn(db)
-                        db.execute(
-                            "INSERT INTO _migrations VALUES (?, ?)", (name, utcnow().isoformat())
+                        step(conn)
+                        conn.execute(
+                            tables["migrations"]
+                            .insert()
+                            .values(name=name, applied_at=utcnow().isoformat())
                         )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
 
     def schema_version(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT name FROM _migrations ORDER BY name")]
+        from sqlalchemy import select
+
+        table = _tables()["migrations"]
+        with self._engine.connect() as conn:
+            return list(conn.execute(select(table.c.name).order_by(table.c.name)).scalars())
 
     # -- writing -------------------------------------------------------------------------------
-    def record(self, row: Mapping[str, Any]) -> None:
-        """Append one call, durably, in one transaction (all columns or nothing)."""
+    @staticmethod
+    def _values(row: Mapping[str, Any]) -> dict[str, Any]:
         unknown = set(row) - set(NAMES)
         if unknown:
             raise ValueError(f"unknown ledger columns: {sorted(unknown)}")
         if row.get("status") not in STATUSES:
             raise ValueError(f"bad status {row.get('status')!r}")
-        values = []
+        values: dict[str, Any] = {}
         for name in NAMES:
             v = row.get(name)
             if name == "tags" and v is not None and not isinstance(v, str):
@@ -170,93 +271,173 @@ class Ledger:
                 v = v.astimezone(timezone.utc).isoformat()
             if isinstance(v, float) and math.isnan(v):
                 v = None  # NaN is stored as NULL and read back as NaN
-            values.append(v)
-        marks = ",".join("?" * len(NAMES))
-        cols = ",".join(f'"{n}"' for n in NAMES)
-        with self._lock:
-            self._db.execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", values)
+            if v is not None and hasattr(v, "item"):  # numpy scalars
+                v = v.item()
+            values[name] = v
+        return values
+
+    def record(self, row: Mapping[str, Any]) -> None:
+        """Append one call, durably, in one transaction (all columns or nothing).
+
+        Idempotent: writing the same ``call_id`` again changes nothing."""
+        values = self._values(row)
+        with self._engine.begin() as conn:
+            conn.execute(self._insert, values)
+
+    def record_many(self, rows: list[Mapping[str, Any]]) -> None:
+        """Append many calls in one transaction (idempotent per ``call_id``)."""
+        if not rows:
+            return
+        values = [self._values(r) for r in rows]
+        with self._engine.begin() as conn:
+            conn.execute(self._insert, values)
 
     # -- prices and aliases --------------------------------------------------------------------
+    def _upsert(self, table: Any, key: str, values: dict[str, Any]) -> None:
+        stmt = self._dialect_insert(table).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[key], set_={k: v for k, v in values.items() if k != key}
+        )
+        with self._engine.begin() as conn:
+            conn.execute(stmt)
+
     def set_price(self, model: str, input_per_1m: float, output_per_1m: float) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO prices VALUES (?, ?, ?, ?)",
-                (model, float(input_per_1m), float(output_per_1m), utcnow().isoformat()),
-            )
+        self._upsert(
+            _tables()["prices"],
+            "model",
+            {
+                "model": model,
+                "input_per_1m": float(input_per_1m),
+                "output_per_1m": float(output_per_1m),
+                "set_at": utcnow().isoformat(),
+            },
+        )
 
     def prices(self) -> dict[str, tuple[float, float]]:
-        rows = self._db.execute("SELECT model, input_per_1m, output_per_1m FROM prices")
-        return {m: (i, o) for m, i, o in rows}
+        from sqlalchemy import select
+
+        t = _tables()["prices"]
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(t.c.model, t.c.input_per_1m, t.c.output_per_1m))
+            return {m: (float(i), float(o)) for m, i, o in rows}
 
     def set_alias(self, name: str, model: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?)", (name, model))
+        self._upsert(_tables()["aliases"], "name", {"name": name, "model": model})
 
     def aliases(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT name, model FROM aliases").fetchall())
+        from sqlalchemy import select
+
+        t = _tables()["aliases"]
+        with self._engine.connect() as conn:
+            return {n: m for n, m in conn.execute(select(t.c.name, t.c.model))}
 
     # -- reading -------------------------------------------------------------------------------
-    def rows(self, where: str = "", params: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        cur = self._db.execute(f"SELECT * FROM calls {where} ORDER BY ts_start", tuple(params))
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-
     def __len__(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
+        from sqlalchemy import func, select
+
+        with self._engine.connect() as conn:
+            count = conn.execute(select(func.count()).select_from(_tables()["calls"])).scalar()
+            return int(count or 0)
+
+    @staticmethod
+    def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+        import pandas as pd
+
+        for col in ("ts_start", "ts_end"):
+            if col in frame:
+                frame[col] = pd.to_datetime(frame[col], utc=True, format="ISO8601")
+        for col in ("cost_usd", "latency_s", "ttft_s", "output_tps", "temperature"):
+            if col in frame:
+                frame[col] = frame[col].astype("float64")
+        for col in ("input_tokens", "output_tokens", "attempts", "http_status", "max_tokens"):
+            if col in frame:
+                frame[col] = frame[col].astype("Int64")
+        if "tags" in frame:
+            frame["tags"] = frame["tags"].map(
+                lambda t: json.loads(t) if isinstance(t, str) and t else {}
+            )
+        return frame
 
     @property
     def df(self) -> pd.DataFrame:
         """Every call as a DataFrame (UTC timestamps, NaN where no cost is known)."""
         import pandas as pd
+        from sqlalchemy import select
 
-        frame = pd.read_sql_query("SELECT * FROM calls ORDER BY ts_start", self._db)
-        for col in ("ts_start", "ts_end"):
-            frame[col] = pd.to_datetime(frame[col], utc=True, format="ISO8601")
-        for col in ("cost_usd", "latency_s", "ttft_s", "output_tps", "temperature"):
-            frame[col] = frame[col].astype("float64")
-        for col in ("input_tokens", "output_tokens", "attempts", "http_status", "max_tokens"):
-            frame[col] = frame[col].astype("Int64")
-        frame["tags"] = frame["tags"].map(
-            lambda t: json.loads(t) if isinstance(t, str) and t else {}
-        )
-        return frame
+        calls = _tables()["calls"]
+        with self._engine.connect() as conn:
+            frame = pd.read_sql(select(calls).order_by(calls.c.ts_start), conn)
+        return self._typed(frame)
 
     def cost_today(self) -> float:
         """Dollars spent since midnight UTC (known costs only)."""
+        from sqlalchemy import func, select
+
+        calls = _tables()["calls"]
         today = utcnow().date().isoformat()
-        row = self._db.execute(
-            "SELECT COALESCE(SUM(cost_usd), 0) FROM calls WHERE ts_start >= ?", (today,)
-        ).fetchone()
-        return float(row[0])
+        query = select(func.coalesce(func.sum(calls.c.cost_usd), 0.0)).where(
+            calls.c.ts_start >= today
+        )
+        with self._engine.connect() as conn:
+            return float(conn.execute(query).scalar() or 0.0)
 
     def summary(self, by: str = "model", today: bool = False) -> pd.DataFrame:
-        """Calls, tokens, cost and latency percentiles grouped by ``model|agent|user|day|status``."""
+        """Calls, tokens, cost (NaN if none known) and latency percentiles of ok calls, grouped
+        by ``model|agent|user|day|status|provider|chat``. Aggregated in SQL: a million rows are
+        never pulled into pandas."""
         import pandas as pd
+        from sqlalchemy import case, func, literal, select
 
-        keys = {"model", "agent", "user", "day", "status", "provider", "chat"}
-        if by not in keys:
-            raise UsageProblem(f"cannot group by {by!r}: use one of {', '.join(sorted(keys))}")
-        frame = self.df
-        if today:
-            frame = frame[frame["ts_start"] >= pd.Timestamp(utcnow().date(), tz="UTC")]
-        if by == "day":
-            frame = frame.assign(day=frame["ts_start"].dt.strftime("%Y-%m-%d"))
-        frame = frame.assign(**{by: frame[by].fillna("—")})
-        grouped = frame.groupby(by, sort=True)
-        out = pd.DataFrame(
-            {
-                "calls": grouped.size(),
-                "errors": grouped["status"].agg(lambda s: int((s != "ok").sum())),
-                "input_tokens": grouped["input_tokens"].sum(),
-                "output_tokens": grouped["output_tokens"].sum(),
-                # min_count=1: a group with no known price stays NaN, never a silent 0
-                "cost_usd": grouped["cost_usd"].sum(min_count=1),
-                "unpriced_calls": grouped["cost_usd"].agg(lambda s: int(s.isna().sum())),
-                "p50_latency_s": grouped["latency_s"].median(),
-                "p95_latency_s": grouped["latency_s"].quantile(0.95),
-                "p50_ttft_s": grouped["ttft_s"].median(),
-            }
+        if by not in GROUPS:
+            raise UsageProblem(f"cannot group by {by!r}: use one of {', '.join(GROUPS)}")
+        c = _tables()["calls"].c
+        key = func.substr(c.ts_start, 1, 10) if by == "day" else c[by]
+        key = func.coalesce(key, literal("—")).label(by)
+        where = [c.ts_start >= utcnow().date().isoformat()] if today else []
+        totals = (
+            select(
+                key,
+                func.count().label("calls"),
+                func.sum(case((c.status != "ok", 1), else_=0)).label("errors"),
+                func.coalesce(func.sum(c.input_tokens), 0).label("input_tokens"),
+                func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"),
+                func.sum(c.cost_usd).label("cost_usd"),  # NULL when every cost is unknown
+                func.sum(case((c.cost_usd.is_(None), 1), else_=0)).label("unpriced_calls"),
+            )
+            .where(*where)
+            .group_by(key)
+            .order_by(key)
         )
+        ok = [*where, c.status == "ok"]
+        with self._engine.connect() as conn:
+            out = pd.read_sql(totals, conn).set_index(by)
+            if self.dialect == "postgresql":
+                pct = (
+                    select(
+                        key,
+                        func.percentile_cont(0.5).within_group(c.latency_s).label("p50_latency_s"),
+                        func.percentile_cont(0.95).within_group(c.latency_s).label("p95_latency_s"),
+                        func.percentile_cont(0.5).within_group(c.ttft_s).label("p50_ttft_s"),
+                    )
+                    .where(*ok)
+                    .group_by(key)
+                )
+                spread = pd.read_sql(pct, conn).set_index(by)
+            else:  # SQLite has no percentiles: fetch three columns of the ok calls only
+                raw = pd.read_sql(select(key, c.latency_s, c.ttft_s).where(*ok), conn)
+                grouped = raw.groupby(by)
+                spread = pd.DataFrame(
+                    {
+                        "p50_latency_s": grouped["latency_s"].median(),
+                        "p95_latency_s": grouped["latency_s"].quantile(0.95),
+                        "p50_ttft_s": grouped["ttft_s"].median(),
+                    }
+                )
+        out = out.join(spread, how="left")
+        for col in ("calls", "errors", "input_tokens", "output_tokens", "unpriced_calls"):
+            out[col] = out[col].astype("int64")
+        for col in ("cost_usd", "p50_latency_s", "p95_latency_s", "p50_ttft_s"):
+            out[col] = out[col].astype("float64")
         return out
 
     def reprice(self, model: str) -> pd.DataFrame:
@@ -291,27 +472,55 @@ class Ledger:
         out["price_source"] = price.source
         return out.reset_index(drop=True)
 
+    def merge_into(self, url: str, batch: int = 5000) -> int:
+        """Copy every call (and price override and alias) into the ledger at ``url``, e.g. the
+        team's PostgreSQL one. Rows already there are skipped: running it twice adds nothing.
+        Returns how many calls were new there."""
+        from sqlalchemy import select
+
+        target = Ledger(url)
+        before = len(target)
+        calls = _tables()["calls"]
+        with self._engine.connect() as conn:
+            result = conn.execution_options(stream_results=True).execute(
+                select(calls).order_by(calls.c.ts_start)
+            )
+            while chunk := result.fetchmany(batch):
+                target.record_many([dict(r._mapping) for r in chunk])
+        known = target.prices()
+        for model, (i, o) in self.prices().items():
+            if model not in known:
+                target.set_price(model, i, o)
+        theirs = target.aliases()
+        for name, model in self.aliases().items():
+            if name not in theirs:
+                target.set_alias(name, model)
+        return len(target) - before
+
     def to_parquet(self, path: str | Path) -> Path:
+        """Export every call to a Parquet file (tags as JSON text)."""
+        frame = self.df
+        frame["tags"] = frame["tags"].map(lambda t: json.dumps(t, sort_keys=True))
         try:
-            self.df.to_parquet(path)
+            frame.to_parquet(path, index=False)
         except ImportError:
-            raise UsageProblem("to_parquet needs pyarrow: pip install pyarrow") from None
+            raise UsageProblem("to_parquet needs pyarrow: pip install 'llm_magic[team]'") from None
         return Path(path)
 
     def close(self) -> None:
-        self._db.close()
+        self._engine.dispose()
 
 
 _ledgers: dict[str, Ledger] = {}
 _ledgers_lock = threading.Lock()
 
 
-def open_ledger(url: str) -> Ledger:
-    """The ledger at ``url`` (one connection per URL per process)."""
+def open_ledger(spec: str) -> Ledger:
+    """The ledger at ``spec`` (one engine per ledger per process)."""
     with _ledgers_lock:
-        if url not in _ledgers:
-            _ledgers[url] = Ledger(url)
-        return _ledgers[url]
+        if spec not in _ledgers:
+            _ledgers[spec] = Ledger(spec)
+        return _ledgers[spec]
 
 
 def ledger(url: str | None = None) -> Ledger:

@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
 from llm_magic import config, plots
@@ -124,6 +125,12 @@ def render(fig: Figure, path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def bars(ax: Axes) -> list[Rectangle]:
+    found = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert len(found) == len(ax.patches)
+    return found
+
+
 def texts(fig: Figure) -> list[str]:
     return [t.get_text() for t in fig.findobj(Text)]
 
@@ -177,7 +184,7 @@ def test_cost_by_day_stacks_known_cost_per_utc_day(df: pd.DataFrame, tmp_path: P
     days = tick_labels(ax.get_xticklabels())
     assert days == ["2025-03-01", "2025-03-02", "2025-03-03", "2025-03-04"]  # the gap day shows
     heights: dict[str, float] = defaultdict(float)
-    for bar in ax.patches:
+    for bar in bars(ax):
         slot = round(bar.get_x() + bar.get_width() / 2)
         heights[days[slot]] += bar.get_height()
     expected: dict[str, float] = defaultdict(float)
@@ -205,9 +212,9 @@ def test_cost_by_day_per_model_segments(df: pd.DataFrame) -> None:
     colors = {
         tuple(h.get_facecolor()): t.get_text()
         for h, t in zip(legend.legend_handles, legend.get_texts(), strict=True)
-    }  # type: ignore[union-attr]
+    }
     by_model: dict[str, float] = defaultdict(float)
-    for bar in ax.patches:
+    for bar in bars(ax):
         by_model[colors[tuple(bar.get_facecolor())]] += bar.get_height()
     assert by_model["gpt-a"] == pytest.approx(0.10 + 0.20 + 0.01 + 0.15 + 0.25 + 0.05)
     assert by_model["claude-b"] == pytest.approx(0.05 + 0.40 + 0.02 + 0.30)
@@ -216,7 +223,7 @@ def test_cost_by_day_per_model_segments(df: pd.DataFrame) -> None:
 # -- 2. cost by agent / user ----------------------------------------------------------------------
 def bar_widths(ax: Axes) -> dict[str, float]:
     names = tick_labels(ax.get_yticklabels())
-    return {names[round(b.get_y() + b.get_height() / 2)]: b.get_width() for b in ax.patches}
+    return {names[round(b.get_y() + b.get_height() / 2)]: b.get_width() for b in bars(ax)}
 
 
 @pytest.mark.parametrize("by", ["agent", "user"])
@@ -303,6 +310,24 @@ def test_budget_burndown_today_and_without_budget(book: Ledger, tmp_path: Path) 
     assert not [ln for ln in ax.get_lines() if ln.get_gid() in ("budget", "alert")]
     step = next(ln for ln in ax.get_lines() if ln.get_drawstyle() == "steps-post")
     assert step.get_ydata()[-1] == pytest.approx(book.cost_today())
+
+
+def test_budget_burndown_zooms_in_on_bunched_calls(tmp_path: Path) -> None:
+    book = Ledger(str(tmp_path / "bunched.sqlite"))
+    for minute in (0, 17, 34, 51):
+        record(book, CALLS[0]._replace(day="2025-05-05", hour=14 + minute / 60, cost=0.01))
+    fig = plots.budget_burndown(book.df, budget=0.1)
+    ax = only_axes(fig)
+    render(fig, tmp_path / "bunched.png")
+    low, high = ax.get_xlim()
+    assert 13.5 < low < 14.0 and 14.85 < high < 15.5  # not a sliver at 14:00 on a 24-hour axis
+    labels = tick_labels(ax.get_xticklabels())
+    assert (
+        "14:00" in labels
+        and len(labels) >= 4
+        and all(re.fullmatch(r"\d\d:\d\d", t) for t in labels)
+    )
+    assert "2025-05-05" in ax.get_title() and "(40%)" in ax.get_title()
 
 
 # -- 4./5. latency and tokens per second ----------------------------------------------------------
@@ -434,7 +459,7 @@ def test_default_dataframe_is_the_ledger_in_use(tmp_path: Path) -> None:
     for call in CALLS:
         record(book, call)
     ax = only_axes(plots.cost_by_day())
-    assert sum(p.get_height() for p in ax.patches) == pytest.approx(
+    assert sum(p.get_height() for p in bars(ax)) == pytest.approx(
         sum(c.cost for c in priced(CALLS))
     )
 
