@@ -36,8 +36,9 @@ lint: install
 typecheck: install
 	$(BIN)/mypy llm_magic
 
+# The ledger suite runs on SQLite and on a throwaway PostgreSQL (installed if missing).
 unit: install
-	$(BIN)/python -m pytest tests
+	LLM_MAGIC_TEST_PG=$$(bash tools/pg_throwaway.sh) $(BIN)/python -m pytest tests
 
 notebooks: install
 	rm -f build/nbval-ledger.sqlite*

@@ -154,7 +154,7 @@ class CompareView:
         return f"CompareView({self.mode}, {len(self.models)} models, {self.updates} updates)"
 
     def _header(self, model: str) -> str:
-        state = self.done.get(model, "streaming…")
+        state = self.done.get(model, "streaming…" if self.chunks[model] else "waiting…")
         return f"{model} · ~{self.chunks[model]} tokens · {state}"
 
     def start(self) -> None:
@@ -228,6 +228,10 @@ class CompareView:
 
     def finish(self, table: Any) -> None:
         from IPython.display import display
+
+        if "error" in table and table["error"].isna().all():
+            table = table.drop(columns="error")
+        table = table.round({"ttft_s": 2, "latency_s": 2, "output_tps": 1, "cost_usd": 6})
 
         if self.mode == "text":
             for m in self.models:

@@ -201,7 +201,7 @@ class LocalServer:
             "--interrupt_requests",
             "False",
         ]
-        with open(log_path, "ab") as log:
+        with open(log_path, "wb") as log:  # one server's log at a time, never growing forever
             proc = subprocess.Popen(
                 cmd,
                 stdout=log,

@@ -12,6 +12,8 @@ __all__ = ["Result"]
 def _money(value: float) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "cost unknown"
+    if value == 0:
+        return "$0"
     return f"${value:.6f}" if value < 0.01 else f"${value:.4f}"
 
 

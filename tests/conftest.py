@@ -90,3 +90,33 @@ def local_model() -> Iterator[str]:
 
     url = server().url()
     yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty ledger URL: an SQLite file, or a new database on the throwaway PostgreSQL
+    server that `make test` starts (LLM_MAGIC_TEST_PG). In CI a missing server is a failure."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+        return
+    admin = os.environ.get("LLM_MAGIC_TEST_PG", "").strip()
+    if not admin:
+        if os.environ.get("CI"):
+            pytest.fail("LLM_MAGIC_TEST_PG is not set: `make test` starts PostgreSQL for CI")
+        pytest.skip("no PostgreSQL: run `bash tools/pg_throwaway.sh` and set LLM_MAGIC_TEST_PG")
+    import uuid
+
+    import psycopg
+
+    name = f"ledger_{uuid.uuid4().hex[:12]}"
+    plain = admin.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    base = admin.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    from llm_magic import store
+
+    for spec in [s for s in store._ledgers if name in s]:
+        store._ledgers.pop(spec).close()
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

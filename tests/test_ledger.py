@@ -36,19 +36,31 @@ def row(**over: object) -> dict[str, object]:
     return base
 
 
-def test_schema_is_built_from_nothing_by_migrations(tmp_path: Path) -> None:
-    book = Ledger(str(tmp_path / "new.sqlite"))
+def test_schema_is_built_from_nothing_by_migrations(ledger_url: str) -> None:
+    from sqlalchemy import create_engine, inspect
+
+    book = Ledger(ledger_url)
     assert book.schema_version() == [name for name, _ in MIGRATIONS]
-    assert book.journal_mode == "wal"
-    cols = [r[1] for r in sqlite3.connect(book.path).execute("PRAGMA table_info(calls)")]
+    if book.dialect == "sqlite":
+        assert book.journal_mode == "wal"
+    cols = [c["name"] for c in inspect(create_engine(ledger_url)).get_columns("calls")]
     assert cols == NAMES
     # opening again applies nothing twice
-    again = Ledger(f"sqlite:///{book.path}")
+    again = Ledger(ledger_url)
     assert again.schema_version() == book.schema_version()
 
 
-def test_unknown_cost_is_nan_and_never_summed_as_zero(tmp_path: Path) -> None:
-    book = Ledger(str(tmp_path / "l.sqlite"))
+def test_writes_are_idempotent(ledger_url: str) -> None:
+    book = Ledger(ledger_url)
+    one = row()
+    book.record(one)
+    book.record(one)  # a retried write
+    book.record_many([one, row()])
+    assert len(book) == 2
+
+
+def test_unknown_cost_is_nan_and_never_summed_as_zero(ledger_url: str) -> None:
+    book = Ledger(ledger_url)
     book.record(row(model="priced", cost_usd=0.25))
     book.record(row(model="priced", cost_usd=0.5))
     book.record(row(model="unpriced", cost_usd=math.nan))
@@ -61,8 +73,8 @@ def test_unknown_cost_is_nan_and_never_summed_as_zero(tmp_path: Path) -> None:
     assert book.cost_today() == pytest.approx(0.75)
 
 
-def test_bad_rows_are_rejected_whole(tmp_path: Path) -> None:
-    book = Ledger(str(tmp_path / "l.sqlite"))
+def test_bad_rows_are_rejected_whole(ledger_url: str) -> None:
+    book = Ledger(ledger_url)
     with pytest.raises(ValueError):
         book.record(row(status="weird"))
     with pytest.raises(ValueError):
@@ -70,8 +82,8 @@ def test_bad_rows_are_rejected_whole(tmp_path: Path) -> None:
     assert len(book) == 0
 
 
-def test_summary_by_day_agent_and_tags_round_trip(tmp_path: Path) -> None:
-    book = Ledger(str(tmp_path / "l.sqlite"))
+def test_summary_by_day_agent_and_tags_round_trip(ledger_url: str) -> None:
+    book = Ledger(ledger_url)
     book.record(row(agent="x", tags={"exp": "1"}))
     book.record(row(agent="y", status="error", cost_usd=0.0))
     assert set(book.summary(by="agent").index) == {"x", "y"}
@@ -80,24 +92,26 @@ def test_summary_by_day_agent_and_tags_round_trip(tmp_path: Path) -> None:
     assert book.df.tags.iloc[0] == {"exp": "1"}
 
 
-def test_prices_and_aliases_persist(tmp_path: Path) -> None:
-    path = str(tmp_path / "l.sqlite")
-    Ledger(path).set_price("my-model", 3, 15)
-    Ledger(path).set_alias("fast", "gpt-4o-mini")
-    assert Ledger(path).prices() == {"my-model": (3.0, 15.0)}
-    assert Ledger(path).aliases() == {"fast": "gpt-4o-mini"}
+def test_prices_and_aliases_persist(ledger_url: str) -> None:
+    Ledger(ledger_url).set_price("my-model", 3, 15)
+    Ledger(ledger_url).set_price("my-model", 4, 16)  # a second price replaces the first
+    Ledger(ledger_url).set_alias("fast", "gpt-4o-mini")
+    assert Ledger(ledger_url).prices() == {"my-model": (4.0, 16.0)}
+    assert Ledger(ledger_url).aliases() == {"fast": "gpt-4o-mini"}
 
 
-def test_a_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
-    path = tmp_path / "l.sqlite"
-    Ledger(str(path)).record(row())
-    db = sqlite3.connect(path)
-    db.execute("INSERT INTO _migrations VALUES ('m999_future', 'x')")
-    db.commit()
-    db.close()
+def test_a_newer_schema_is_refused_and_left_untouched(ledger_url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    Ledger(ledger_url).record(row())
+    engine = create_engine(ledger_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO _migrations VALUES ('m999_future', 'x')"))
     with pytest.raises(LedgerError, match="newer llm_magic"):
-        Ledger(str(path))
-    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 1
+        Ledger(ledger_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM calls")).scalar() == 1
+    engine.dispose()
 
 
 def test_a_corrupt_file_is_refused_and_never_overwritten(tmp_path: Path) -> None:
@@ -109,8 +123,8 @@ def test_a_corrupt_file_is_refused_and_never_overwritten(tmp_path: Path) -> None
     assert path.read_bytes() == junk
 
 
-def test_reprice_prices_the_same_tokens_as_another_model(tmp_path: Path) -> None:
-    book = Ledger(str(tmp_path / "l.sqlite"))
+def test_reprice_prices_the_same_tokens_as_another_model(ledger_url: str) -> None:
+    book = Ledger(ledger_url)
     book.record(row(model="local/smollm2", input_tokens=1000, output_tokens=500, cost_usd=0.0))
     book.record(row(model="x", input_tokens=0, output_tokens=0, status="error", cost_usd=0.0))
     book.record(row(model="y", input_tokens=2000, output_tokens=0, cost_usd=math.nan))
@@ -127,3 +141,78 @@ def test_reprice_prices_the_same_tokens_as_another_model(tmp_path: Path) -> None
 
     with pytest.raises(UsageProblem, match="No price known for claude-sonnet-4-20250514"):
         book.reprice("claude-sonnet-4-20250514")
+
+
+SUMMARY_ROWS = [
+    dict(model="a", latency_s=1.0, ttft_s=0.1, cost_usd=0.5),
+    dict(model="a", latency_s=2.0, ttft_s=0.2, cost_usd=0.25),
+    dict(model="a", latency_s=4.0, ttft_s=0.3, cost_usd=math.nan),
+    dict(model="a", latency_s=30.0, ttft_s=9.0, status="error", cost_usd=0.0),
+    dict(model="b", latency_s=3.0, ttft_s=0.5, cost_usd=math.nan),
+]
+
+
+def test_summary_is_aggregated_in_sql_with_percentiles_of_ok_calls(ledger_url: str) -> None:
+    book = Ledger(ledger_url)
+    book.record_many([row(**r) for r in SUMMARY_ROWS])  # type: ignore[arg-type]
+    s = book.summary(by="model")
+    assert s.loc["a", "calls"] == 4 and s.loc["a", "errors"] == 1
+    assert s.loc["a", "cost_usd"] == pytest.approx(0.75)
+    assert s.loc["a", "unpriced_calls"] == 1
+    assert math.isnan(s.loc["b", "cost_usd"])  # no known price: NaN, not 0
+    # percentiles of ok calls only (the 30 s error is left out), linear interpolation
+    assert s.loc["a", "p50_latency_s"] == pytest.approx(2.0)
+    assert s.loc["a", "p95_latency_s"] == pytest.approx(3.8)
+    assert s.loc["a", "p50_ttft_s"] == pytest.approx(0.2)
+
+
+def test_merge_into_copies_once(ledger_url: str, tmp_path: Path) -> None:
+    local = Ledger(str(tmp_path / "laptop.sqlite"))
+    local.record_many([row() for _ in range(120)])
+    local.set_price("house-model", 1, 2)
+    local.set_alias("fast", "gpt-4o-mini")
+    team = Ledger(ledger_url)
+    team.record(row())  # someone else's call
+    assert local.merge_into(ledger_url, batch=50) == 120
+    assert local.merge_into(ledger_url, batch=50) == 0  # again: nothing duplicated
+    assert len(team) == 121
+    assert team.prices()["house-model"] == (1.0, 2.0) and team.aliases()["fast"] == "gpt-4o-mini"
+
+
+def test_to_parquet_round_trip(ledger_url: str, tmp_path: Path) -> None:
+    import pandas as pd
+
+    book = Ledger(ledger_url)
+    book.record(row(tags={"exp": "p"}, cost_usd=math.nan))
+    path = book.to_parquet(tmp_path / "calls.parquet")
+    back = pd.read_parquet(path)
+    assert len(back) == 1 and back.tags.iloc[0] == '{"exp": "p"}'
+    assert math.isnan(back.cost_usd.iloc[0])
+
+
+WRITER = """
+import sys, uuid
+from llm_magic.store import Ledger, utcnow
+book = Ledger(sys.argv[1])
+for i in range(int(sys.argv[2])):
+    call_id = f"{sys.argv[3]}-{i}"
+    row = {"call_id": call_id, "trace_id": sys.argv[3], "ts_start": utcnow(), "status": "ok"}
+    book.record(row)
+    if i % 10 == 0:
+        book.record(row)  # a retried write must not duplicate
+"""
+
+
+def test_several_processes_write_without_loss_or_duplicates(ledger_url: str) -> None:
+    import subprocess
+    import sys
+
+    Ledger(ledger_url)  # migrate once, then race
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, ledger_url, "150", f"w{i}"])
+        for i in range(4)
+    ]
+    assert all(p.wait(timeout=180) == 0 for p in procs)
+    df = Ledger(ledger_url).df
+    assert len(df) == 600 and df.call_id.is_unique
+    assert df.groupby("trace_id").size().to_dict() == {f"w{i}": 150 for i in range(4)}

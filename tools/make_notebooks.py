@@ -218,9 +218,16 @@ summary = ok.groupby("model").agg(
 summary
 """,
     ),
-    ("code", 'lm.plots.latency(metric="ttft_s")'),
-    ("code", 'lm.plots.latency(metric="latency_s")'),
-    ("code", "lm.plots.tokens_per_second()"),
+    ("markdown", "The plots read the ledger; here, only this notebook's calls."),
+    (
+        "code",
+        """
+mine = lm.ledger().df.query("agent == 'latency'")
+lm.plots.latency(mine, metric="ttft_s")
+""",
+    ),
+    ("code", 'lm.plots.latency(mine, metric="latency_s")'),
+    ("code", "lm.plots.tokens_per_second(mine)"),
 ]
 
 SPEND = [
