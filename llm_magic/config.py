@@ -117,6 +117,11 @@ class KeyPool:
         with self._lock:
             self._cool_until[key] = time.monotonic() + max(seconds, 0.0)
 
+    def wait_time(self, key: Secret) -> float:
+        """Seconds until ``key`` may be used again (0 when it is free)."""
+        with self._lock:
+            return max(0.0, self._cool_until.get(key, 0.0) - time.monotonic())
+
     def any_free(self) -> bool:
         with self._lock:
             return bool(self._free(time.monotonic()))

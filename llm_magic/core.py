@@ -155,6 +155,12 @@ class _Call:
     def finish(self, book: Ledger, status: str, err: errors.ProviderError | None) -> Result:
         """Price the call, write its ledger row, and return the Result."""
         refused = status.startswith("refused")
+        if self.route.via_proxy and self.usage is not None and self.usage.model:
+            # through a proxy, record (and price) the model that answered, as it reports it
+            answered = self.usage.model.removeprefix("openai/")
+            if answered != self.route.model:
+                self.route.model = answered
+                self.price = pricing.price_for(answered, self.route.provider, book) or self.price
         if self.usage is not None and self.usage.reported:
             tin, tout, source = self.usage.input_tokens, self.usage.output_tokens, "provider"
         elif status == "error" and not self.parts:
@@ -309,6 +315,8 @@ def _execute(
             call.attempts += 1
             if pool is not None and call.attempts > 1:
                 route.key = pool.next() or route.key
+            if pool is not None and route.key is not None:
+                _sleep(pool.wait_time(route.key))  # every key told to wait: honour it
             api_key = route.key.reveal() if route.key else ("no-key" if route.api_base else None)
             pieces = gateway.stream_chat(
                 model=route.litellm_model,
@@ -357,12 +365,13 @@ def _execute(
                         model=route.model,
                     )
                 decision = retry.decide(err, call.attempts)
+                limited = isinstance(err, errors.RateLimited) and pool is not None
+                if limited and pool is not None and route.key is not None:
+                    pool.cool(route.key, decision.wait_s)  # even when no retry follows
                 if decision.retry:
-                    if isinstance(err, errors.RateLimited) and pool is not None and route.key:
-                        pool.cool(route.key, decision.wait_s)
-                        if pool.any_free():  # another key is free: retry on it at once
-                            call.parts.clear()
-                            continue
+                    if limited and pool is not None and pool.any_free():
+                        call.parts.clear()  # another key is free: retry on it at once
+                        continue
                     _sleep(decision.wait_s)
                     call.parts.clear()
                     continue

@@ -73,6 +73,7 @@ class Usage:
     input_tokens: int
     output_tokens: int
     reported: bool
+    model: str | None = None  # the model the provider (or a proxy) says answered
 
 
 def provider_of(model: str) -> str:
@@ -174,7 +175,9 @@ def stream_chat(
     try:
         response = litellm.completion(**kwargs)
         final_usage = None
+        answered_by = None
         for chunk in response:
+            answered_by = getattr(chunk, "model", None) or answered_by
             usage = getattr(chunk, "usage", None)
             if usage is not None:
                 final_usage = usage
@@ -192,6 +195,7 @@ def stream_chat(
                 int(getattr(final_usage, "prompt_tokens", 0) or 0),
                 int(getattr(final_usage, "completion_tokens", 0) or 0),
                 reported,
+                str(answered_by) if answered_by else None,
             )
     except errors.LLMError:
         raise
@@ -294,6 +298,10 @@ def translate_error(exc: Exception, *, model: str | None = None) -> errors.Provi
         return errors.RateLimited(text, **{**kw, "status": 429})
     if isinstance(exc, (ex.AuthenticationError, ex.PermissionDeniedError)) or status in (401, 403):
         return errors.AuthError(text, **{**kw, "status": status or 401})
+    from_anthropic = getattr(exc, "llm_provider", None) == "anthropic" or "anthropic" in lowered
+    if status == 500 and "overloaded" in lowered and from_anthropic:
+        # Anthropic's in-stream `overloaded_error` event (after HTTP 200) reaches us as a 500
+        status = 529
     if status == 529:
         return errors.Overloaded(text, **{**kw, "status": 529})
     if isinstance(exc, ex.Timeout) or status == 408:

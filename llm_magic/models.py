@@ -33,6 +33,7 @@ class Route:
     api_base: str | None = None
     key: Secret | None = None
     context_window: int | None = None
+    via_proxy: bool = False
 
     @property
     def key_alias(self) -> str | None:
@@ -60,21 +61,27 @@ def resolve(name: str, settings: Settings, ledger: Ledger) -> Route:
             key=None,
             context_window=local.CONTEXT_WINDOW,
         )
-    provider = gateway.provider_of(model)
-    info = gateway.model_info(model) or {}
-    window = info.get("max_input_tokens") or info.get("max_tokens")
     if settings.api_base:
-        # Everything through an OpenAI-compatible gateway (e.g. a LiteLLM proxy) holding the keys.
-        bare = model.split("/", 1)[1] if model.startswith(f"{provider}/") else model
+        # Everything through an OpenAI-compatible gateway (e.g. a LiteLLM proxy) that holds the
+        # keys: the proxy knows model names litellm may not (its own model_list), so any name goes.
+        try:
+            provider = gateway.provider_of(model)
+        except UsageProblem:
+            provider = "proxy"
+        info = (gateway.model_info(model) or {}) if provider != "proxy" else {}
         return Route(
             requested=requested,
             model=model,
             provider=provider,
-            litellm_model=f"openai/{bare}",
+            litellm_model=f"openai/{model}",
             api_base=settings.api_base,
             key=settings.api_key,
-            context_window=window,
+            context_window=info.get("max_input_tokens"),
+            via_proxy=True,
         )
+    provider = gateway.provider_of(model)
+    info = gateway.model_info(model) or {}
+    window = info.get("max_input_tokens") or info.get("max_tokens")
     api_base = None
     key = None
     if provider in ("ollama", "ollama_chat"):

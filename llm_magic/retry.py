@@ -39,9 +39,20 @@ def _scale() -> float:
         return 1.0
 
 
+def rate_limit_wait(
+    err: errors.ProviderError, attempt: int, rng: random.Random | None = None
+) -> float:
+    """After a 429: 2^attempt × (1 + U[0,1)) s, or Retry-After if longer, capped at 60 s.
+
+    Also how long the key that got it cools down, even when no retry follows."""
+    wait = (2**attempt) * (1 + (rng or random).random())
+    if err.retry_after is not None:
+        wait = max(wait, min(err.retry_after, RETRY_AFTER_CAP_S))
+    return min(wait, RETRY_AFTER_CAP_S) * _scale()
+
+
 def decide(err: errors.ProviderError, attempt: int, rng: random.Random | None = None) -> Decision:
     """What to do after ``attempt`` (1-based) failed with ``err``."""
-    draw = (rng or random).random
     status = err.status
     if isinstance(err, errors.StreamInterrupted):
         return Decision(retry=False, fallback=False)  # never retried silently: text was shown
@@ -50,12 +61,10 @@ def decide(err: errors.ProviderError, attempt: int, rng: random.Random | None = 
     if isinstance(err, (errors.ConnectionFailed, errors.Timeout)):
         return Decision(retry=False, fallback=True)
     if isinstance(err, errors.RateLimited):
+        wait = rate_limit_wait(err, attempt, rng)
         if attempt > 3:
-            return Decision(retry=False, fallback=True)
-        wait = (2**attempt) * (1 + draw())
-        if err.retry_after is not None:
-            wait = max(wait, min(err.retry_after, RETRY_AFTER_CAP_S))
-        return Decision(retry=True, wait_s=min(wait, RETRY_AFTER_CAP_S) * _scale())
+            return Decision(retry=False, wait_s=wait, fallback=True)
+        return Decision(retry=True, wait_s=wait)
     table = {529: (10.0, 1), 503: (5.0, 1)}
     if status is not None and status >= 500:
         wait, retries = table.get(status, (2.0, 2))
