@@ -163,7 +163,7 @@ class _Call:
                 self.price = pricing.price_for(answered, self.route.provider, book) or self.price
         if self.usage is not None and self.usage.reported:
             tin, tout, source = self.usage.input_tokens, self.usage.output_tokens, "provider"
-        elif status == "error" and not self.parts:
+        elif not self.parts and (status == "error" or err is not None):
             tin, tout, source = 0, 0, "estimated"  # nothing was processed, nothing is billed
         else:
             tin = self.input_estimate if self.attempts > 0 and not refused else 0
@@ -372,7 +372,11 @@ def _execute(
                     if limited and pool is not None and pool.any_free():
                         call.parts.clear()  # another key is free: retry on it at once
                         continue
-                    _sleep(decision.wait_s)
+                    try:
+                        _sleep(decision.wait_s)
+                    except KeyboardInterrupt:  # stopped while waiting to retry: still a row
+                        notes.append("interrupted while waiting to retry")
+                        raise errors.Interrupted(call.finish(book, "interrupted", err)) from None
                     call.parts.clear()
                     continue
                 last_err = err

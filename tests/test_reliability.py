@@ -134,3 +134,28 @@ def test_a_process_killed_mid_call_leaves_a_readable_ledger(tmp_path: Path) -> N
         proc.wait()
     df = lm.Ledger(path).df  # opens, migrates nothing, reads every committed row
     assert list(df.response) == ["done"]
+
+
+def test_ctrl_c_while_waiting_to_retry_is_recorded(fp, clean_env, monkeypatch) -> None:
+    import _thread
+    import threading
+
+    fp.script(status(401))  # warm litellm's error path (its first one costs seconds)
+    with pytest.raises(lm.errors.AuthError):
+        lm.complete("warm", model="gpt-4o", max_tokens=4)
+    monkeypatch.setenv("LLM_MAGIC_RETRY_SCALE", "3")  # a real 6 s wait after the 500
+    fp.script(status(500), ok("never", 2, 1))
+
+    def interrupt_during_the_wait() -> None:
+        fp.wait_for_requests(2, timeout=60)
+        time.sleep(2.5)  # the 500 has been handled; the 6 s wait before the retry is running
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_during_the_wait, daemon=True).start()
+    with pytest.raises(lm.errors.Interrupted) as caught:
+        lm.complete("Hi", model="gpt-4o", max_tokens=4)
+    assert caught.value.result.status == "interrupted"
+    assert len(posts(fp)) == 2  # the warm-up and the 500: the retry never went out
+    row = lm.ledger(str(clean_env)).df.iloc[-1]
+    assert (row.status, row.error_type, row.attempts) == ("interrupted", "server_error", 1)
+    assert row.http_status == 500 and row.cost_usd == 0.0
