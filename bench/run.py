@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         "figure is a ratio against a baseline measured in the same run (interleaved), "
         f"median of {runs} runs with min–max unless a section says otherwise.",
         "",
-        "## Targets",
+        "## Targets"
+        + (" (smoke mode: tiny sizes, one run — indicative only)" if args.smoke else ""),
         "",
         *table(["id", "target", "measured (median)", "", "margin"], _verdict_rows(sections)),
         "",

@@ -61,11 +61,11 @@ def size(book: Ledger) -> int:
     if book.dialect == "sqlite":
         with book._engine.connect() as c:
             c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        return sum(p.stat().st_size for p in Path(book.path).parent.glob(Path(book.path).name + "*"))
-    with book._engine.connect() as c:
-        return int(
-            c.exec_driver_sql("SELECT pg_total_relation_size('calls')").scalar() or 0
+        return sum(
+            p.stat().st_size for p in Path(book.path).parent.glob(Path(book.path).name + "*")
         )
+    with book._engine.connect() as c:
+        return int(c.exec_driver_sql("SELECT pg_total_relation_size('calls')").scalar() or 0)
 
 
 def main() -> None:
