@@ -196,6 +196,10 @@ class LocalServer:
             str(CONTEXT_WINDOW),
             "--n_threads",
             str(_threads()),
+            # Prompt processing too: its default (all cores) fights the kernel for them, which
+            # measured here as seconds of time to first token on a busy 2-core machine.
+            "--n_threads_batch",
+            str(_threads()),
             # llama-cpp-python cuts a running stream when another request arrives unless told
             # not to: concurrent calls (comparisons, several kernels) must queue instead.
             "--interrupt_requests",

@@ -25,7 +25,7 @@ def test_widget_mode_streams_into_an_output_and_ends_as_markdown(capsys) -> None
     (final,) = view._out.outputs
     assert final["output_type"] == "display_data"
     assert final["data"]["text/markdown"].startswith("Hello **world**")
-    assert "m · 0 in / 0 out tokens · $0.000000" in final["data"]["text/markdown"]
+    assert "<small>m · 0 in / 0 out tokens · $0</small>" in final["data"]["text/markdown"]
 
 
 def test_auto_mode_is_text_outside_a_kernel() -> None:
