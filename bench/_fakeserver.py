@@ -1,6 +1,6 @@
 """Run ``tests.fakeprovider.FakeProvider`` in its own process, for the benchmarks.
 
-    python -m bench._fakeserver '{"chunks": ["a", " b"], "chunk_delay": 0.0}'
+    python -m bench._fakeserver answer.json    # e.g. {"chunks": ["a", " b"], "chunk_delay": 0.0}
 
 prints the server's base URL on one line, then serves every completion request with that
 answer (``fp.default``) until its standard input closes (the benchmark process ended) or it
@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from pathlib import Path
 
 
 def main() -> int:
     from tests.fakeprovider import FakeProvider, ok
 
-    spec = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    spec = json.loads(Path(sys.argv[1]).read_text()) if len(sys.argv) > 1 else {}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     fp = FakeProvider(default=ok(**spec)).start()
     print(fp.url, flush=True)

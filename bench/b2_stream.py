@@ -50,7 +50,6 @@ WORDS = (
 TARGET_RATIO = 1.10
 TARGET_TTFT_S = 0.005
 TARGET_RATE = 30.0
-LARGE_BUDGET_S = 300.0
 PER_CALL_CALLS = 10
 
 
@@ -342,20 +341,6 @@ def run(ctx: Ctx) -> Section:
     # The small size also gets one profiled lm.stream and raw litellm call each (cheap there;
     # the per-chunk work is the same at any size).
     results = {small: _one_size(ctx, shell, small, warm=True, profile_it=True)}
-    # The large size is scaled down if litellm's per-chunk cost on this run would make it take
-    # longer than LARGE_BUDGET_S (a loaded machine); the doc says so.
-    per_chunk = med(results[small]["litellm"]["total"]) / small
-    projected = 3.3 * per_chunk * large * ctx.runs
-    scaled_note = ""
-    if projected > LARGE_BUDGET_S and not ctx.smoke:
-        wanted = large
-        large = max(5_000, int(LARGE_BUDGET_S / (3.3 * per_chunk * ctx.runs)) // 1000 * 1000)
-        scaled_note = (
-            f"**Scaled:** {wanted:,} chunks would have taken ~{projected / 60:.0f} min at the "
-            f"{per_chunk * 1e6:.0f} µs/chunk litellm cost measured at {small:,} chunks in this "
-            f"run, so the large size is {large:,} chunks (budget {LARGE_BUDGET_S / 60:.0f} min)."
-        )
-        log(f"B2: scaling {wanted:,} chunks to {large:,} ({projected:.0f} s projected)")
     results[large] = _one_size(ctx, shell, large, warm=False)
     overhead = _per_call(ctx, shell)
     lines = [
@@ -366,8 +351,6 @@ def run(ctx: Ctx) -> Section:
         "overhead ≤ 5 ms median; display updates ≤ 30/s.",
         "",
     ]
-    if scaled_note:
-        lines += [scaled_note, ""]
     ratio_lm: dict[int, list[float]] = {}
     ratio_magic: dict[int, list[float]] = {}
     ttft_lm: dict[int, list[float]] = {}

@@ -13,6 +13,7 @@ import pstats
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -155,8 +156,11 @@ def use_openai_server(base: str, ledger: Path) -> None:
 def fake_server(**answer: Any) -> Iterator[str]:
     """``tests.fakeprovider`` in its own process answering every call with ``ok(**answer)``;
     yields its OpenAI base URL (``http://127.0.0.1:PORT/v1``)."""
+    spec = tempfile.NamedTemporaryFile("w", suffix=".json", prefix="bench-answer-", delete=False)
+    with spec:  # a file, not argv: 20,000 chunks are over the kernel's argument limit
+        json.dump(answer, spec)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench._fakeserver", json.dumps(answer)],
+        [sys.executable, "-m", "bench._fakeserver", spec.name],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -177,6 +181,7 @@ def fake_server(**answer: Any) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.terminate()
             proc.wait(timeout=10)
+        Path(spec.name).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

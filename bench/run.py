@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['os']}; Python {info['python']}, "
         f"litellm {info['litellm']}. Load average (1/5/15 min) {info['load']} at the start, "
-        f"{info_end['load']} at the end: the machine was shared with other jobs, so every "
-        "figure is a ratio against a baseline measured in the same run (interleaved), "
+        f"{info_end['load']} at the end. Every figure is next to a baseline measured in the "
+        "same run (interleaved with it), "
         f"median of {runs} runs with min–max unless a section says otherwise.",
         "",
         "## Targets"

@@ -154,6 +154,7 @@ class _Call:
 
     def finish(self, book: Ledger, status: str, err: errors.ProviderError | None) -> Result:
         """Price the call, write its ledger row, and return the Result."""
+        latency = time.perf_counter() - self.t0  # the last byte, before counting and pricing
         refused = status.startswith("refused")
         if self.route.via_proxy and self.usage is not None and self.usage.model:
             # through a proxy, record (and price) the model that answered, as it reports it
@@ -172,7 +173,6 @@ class _Call:
         amount = 0.0 if refused else pricing.cost(self.price, tin, tout)
         if self.price is None and not refused:
             self.notes.append(pricing.no_price_note(self.route.model))
-        latency = time.perf_counter() - self.t0
         gen_time = latency - (self.ttft or 0.0)
         tps = tout / gen_time if self.ttft is not None and gen_time > 0 else math.nan
         ttft = self.ttft if self.ttft is not None else math.nan
@@ -245,7 +245,7 @@ def _execute(
     """Run one request; yields text chunks, returns the Result; raises ProviderError on failure."""
     req.validate()
     cfg = cfg or settings()
-    book = book or ledger(cfg.ledger)
+    book = book if book is not None else ledger(cfg.ledger)  # not bool(): a COUNT(*)
     store_text = cfg.store_text if req.store_text is None else req.store_text
     req.model = (req.model or cfg.default_model).strip()
     max_tokens = req.max_tokens or DEFAULT_MAX_TOKENS.get(req.task, 2048)

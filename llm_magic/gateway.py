@@ -9,6 +9,7 @@ litellm is imported lazily, on the first call that needs it (it costs ~3 s and ~
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import os
@@ -115,8 +116,20 @@ def price_entry(model: str) -> dict[str, Any] | None:
     return None
 
 
+def _local_tokenizer(model: str) -> bool:
+    from . import local
+
+    return model == f"openai/{local.SERVED_NAME}"
+
+
 def count_tokens(model: str, messages: list[dict[str, str]]) -> int:
-    """Tokens of ``messages`` with the model's tokenizer where litellm knows it, else cl100k."""
+    """Tokens of ``messages`` with the model's tokenizer where it is known (the embedded model's
+    own, or litellm's), else o200k."""
+    if _local_tokenizer(model):
+        from . import local
+
+        with contextlib.suppress(Exception):
+            return local.count_messages(messages)
     litellm = _litellm()
     try:
         return int(litellm.token_counter(model=model, messages=messages))
@@ -128,6 +141,11 @@ def count_text_tokens(model: str, text: str) -> int:
     """Tokens of a plain completion text."""
     if not text:
         return 0
+    if _local_tokenizer(model):
+        from . import local
+
+        with contextlib.suppress(Exception):
+            return local.count_text(text)
     litellm = _litellm()
     try:
         return int(litellm.token_counter(model=model, text=text, count_response_tokens=True))

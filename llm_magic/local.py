@@ -7,7 +7,9 @@ directory says where), and stopped at interpreter exit when this process started
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import socket
@@ -15,9 +17,11 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import LocalModelUnavailable
 
@@ -45,6 +49,46 @@ def model_file() -> Path:
     return path
 
 
+# SmolLM2's chat template (ChatML): "<|im_start|>{role}\n{content}<|im_end|>\n" per message,
+# then "<|im_start|>assistant\n" for the answer.
+_PER_MESSAGE_TOKENS = 5
+_REPLY_PRIMER_TOKENS = 3
+_vocab: Any = None
+_vocab_lock = threading.Lock()
+
+
+def _tokenizer() -> Any:
+    """SmolLM2's own tokenizer, loaded from the GGUF in this process (vocabulary only: a few MB,
+    no weights, no server round trip, never queued behind a running generation)."""
+    global _vocab
+    with _vocab_lock:
+        if _vocab is None:
+            import llama_cpp
+
+            # llama.cpp reports a harmless "n_ctx_train (0)" for a vocabulary-only load through
+            # Python's stderr even when not verbose: not for users' cells
+            with contextlib.redirect_stderr(io.StringIO()):
+                _vocab = llama_cpp.Llama(str(model_file()), vocab_only=True, verbose=False)
+            # freed while the interpreter is whole: llama-cpp-python's own __del__ at exit
+            # finds its C bindings gone and prints a traceback
+            atexit.register(_vocab.close)
+        return _vocab
+
+
+def count_text(text: str) -> int:
+    """Tokens of ``text`` as SmolLM2 tokenizes it (no BOS: the model's answers carry none)."""
+    if not text:
+        return 0
+    return len(_tokenizer().tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+
+def count_messages(messages: list[dict[str, str]]) -> int:
+    """Tokens of a chat as SmolLM2's template lays it out, counted with its own tokenizer."""
+    body = sum(count_text(str(m.get("content") or "")) for m in messages)
+    roles = sum(count_text(str(m.get("role") or "user")) for m in messages)
+    return body + roles + _PER_MESSAGE_TOKENS * len(messages) + _REPLY_PRIMER_TOKENS
+
+
 def _threads() -> int:
     """llama.cpp threads: half the cores (measured here on 2 cores: 1 thread gives ~58 tokens/s,
     2 threads ~13, as the kernel and the server then fight for the same cores)."""
@@ -66,6 +110,30 @@ def _healthy(url: str, timeout: float = 1.0) -> bool:
             return bool(r.status == 200)
     except Exception:
         return False
+
+
+def _listening(url: str, timeout: float = 0.5) -> bool:
+    """Something accepts connections at ``url``. No HTTP request: llama-cpp-python's routes
+    (``/v1/models`` too) wait for the model's lock, which a running generation holds for its
+    whole length, so an HTTP check would take a busy server for a dead one and start another."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not known (an explicit LLM_MAGIC_LOCAL_URL)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _warm_up(url: str) -> None:
@@ -118,7 +186,8 @@ class LocalServer:
     def url(self) -> str:
         """The server's base URL (``http://127.0.0.1:PORT``), starting it if needed."""
         with self._lock:
-            if self._url and _healthy(self._url, 0.5):
+            if self._running():
+                assert self._url is not None
                 return self._url
             return self._start_locked()
 
@@ -127,7 +196,7 @@ class LocalServer:
         return self.status()
 
     def status(self) -> Status:
-        if self._url and _healthy(self._url, 0.5):
+        if self._running():
             return Status(True, self._url, self._pid, self._proc is not None)
         found = self._read_state()
         if found:
@@ -151,16 +220,27 @@ class LocalServer:
         return self.status()
 
     # -- internals -----------------------------------------------------------------------------
+    def _running(self) -> bool:
+        """The server this process knows of is still there (busy or not)."""
+        if not self._url:
+            return False
+        if self._proc is not None:
+            if self._proc.poll() is not None:
+                return False
+        elif self._pid and not _pid_alive(self._pid):
+            return False
+        return _listening(self._url)
+
     def _read_state(self) -> tuple[str, int] | None:
         explicit = os.environ.get("LLM_MAGIC_LOCAL_URL", "").strip().rstrip("/")
         if explicit:
-            return (explicit, 0) if _healthy(explicit) else None
+            return (explicit, 0) if _listening(explicit, 1.0) else None
         try:
             data = json.loads(_state_file().read_text())
             url, pid = str(data["url"]), int(data["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return (url, pid) if _healthy(url, 0.5) else None
+        return (url, pid) if _pid_alive(pid) and _listening(url) else None
 
     def _clear_state(self, pid: int) -> None:
         try:

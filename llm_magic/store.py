@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -121,10 +122,114 @@ def _m002_prices_aliases(conn: Connection) -> None:
     _tables()["aliases"].create(conn)
 
 
+# The columns ``summary()`` reads, in one covering index: its scans read this narrow copy
+# (~120 bytes a row) instead of every row's prompt and response text (~1 KB).
+SUMMARY_INDEX_COLUMNS = (
+    "status", "ts_start", "model", "provider", "agent", "user", "chat",
+    "input_tokens", "output_tokens", "cost_usd", "latency_s", "ttft_s",
+)  # fmt: skip
+
+
+def _m003_summary_index(conn: Connection) -> None:
+    from sqlalchemy import text
+
+    cols = ", ".join(f'"{c}"' for c in SUMMARY_INDEX_COLUMNS)
+    conn.execute(text(f"CREATE INDEX IF NOT EXISTS calls_summary ON calls ({cols})"))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_calls", _m001_calls),
     ("m002_prices_aliases", _m002_prices_aliases),
+    ("m003_summary_index", _m003_summary_index),
 ]
+
+_TEXT_COLUMNS = {name for name, kind in COLUMNS if kind == "text"}
+_INT_COLUMNS = [name for name, kind in COLUMNS if kind == "int"]
+_ROWS_PER_READER = 100_000  # a big SQLite ledger is read by parallel readers of this many rows
+
+
+def _arrow_read(path: Path, queries: list[str], columns: list[str] | None = None) -> Any:
+    """``queries`` on the SQLite file at ``path``, read in parallel (one connection each) by
+    ADBC's SQLite driver (C, straight into Arrow columns: several times faster than
+    ``pandas.read_sql`` on a big ledger), joined in the order given. Columns named in
+    ``columns`` get the ledger's declared types: SQLite's values carry none, and an all-NULL
+    part would otherwise come back as integers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import adbc_driver_sqlite.dbapi as adbc
+    import pyarrow as pa
+
+    kinds = {"text": pa.string(), "int": pa.int64(), "float": pa.float64()}
+    declared = dict(COLUMNS)
+
+    def connect() -> Any:
+        # ADBC's SQLite has no busy timeout: a reader that meets a lock (another connection
+        # opening the WAL, a checkpoint) tries again rather than failing the read.
+        for attempt in range(50):
+            try:
+                conn = adbc.connect(str(path))
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1 FROM calls LIMIT 1")  # prepares the schema now
+                    cur.fetchall()
+                return conn
+            except adbc.Error as exc:
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.02)
+        raise AssertionError("unreachable")
+
+    def read(job: tuple[Any, str]) -> Any:
+        conn, sql = job
+        with conn, conn.cursor() as cur:
+            # infer each column's type from every row, not the first 1,024 (a column NULL there
+            # and text later would otherwise fail the read)
+            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(1 << 30)})
+            cur.execute(sql)
+            table = cur.fetch_arrow_table()
+        fields = []
+        for name in table.column_names:
+            kind = declared.get(name)
+            target = kinds[kind] if kind and (columns is None or name in columns) else None
+            fields.append((name, target or table.schema.field(name).type))
+        return table.cast(pa.schema(fields))
+
+    jobs = [(connect(), sql) for sql in queries]  # opened one at a time
+    if len(jobs) == 1:
+        return read(jobs[0])
+    with ThreadPoolExecutor(len(jobs)) as pool:  # the driver releases the GIL while it reads
+        return pa.concat_tables(list(pool.map(read, jobs)))
+
+
+def _time_ranges(path: Path) -> list[str]:
+    """WHERE clauses splitting the calls into consecutive ``ts_start`` ranges of about equal
+    size, one per core for a big ledger: each part, read in ``ts_start`` order through its
+    index, continues the previous one, so the parts joined are in order with no sort."""
+    import os
+    import sqlite3
+
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+        n = int(db.execute("SELECT count(*) FROM calls").fetchone()[0])
+        parts = max(1, min(os.cpu_count() or 1, n // _ROWS_PER_READER))
+        bounds = [
+            db.execute(
+                "SELECT ts_start FROM calls ORDER BY ts_start LIMIT 1 OFFSET ?", (n * i // parts,)
+            ).fetchone()[0]
+            for i in range(1, parts)
+        ]
+    bounds = sorted({b for b in bounds if b is not None})
+    if not bounds:
+        return ["1"]
+
+    def q(value: str) -> str:
+        return "'" + value.replace("'", "''") + "'"
+
+    wheres = [f"(ts_start < {q(bounds[0])} OR ts_start IS NULL)"]
+    wheres += [
+        f"ts_start >= {q(a)} AND ts_start < {q(b)}"
+        for a, b in zip(bounds, bounds[1:], strict=False)
+    ]
+    wheres.append(f"ts_start >= {q(bounds[-1])}")
+    return wheres
 
 
 def _url(spec: str) -> str:
@@ -332,6 +437,46 @@ class Ledger:
             return {n: m for n, m in conn.execute(select(t.c.name, t.c.model))}
 
     # -- reading -------------------------------------------------------------------------------
+    def __bool__(self) -> bool:
+        return True  # a ledger is a ledger even when empty (and len() is a COUNT(*))
+
+    def _fast_sqlite(self) -> bool:
+        """Whether big reads can go through ADBC's SQLite driver (a file, driver installed)."""
+        if self.dialect != "sqlite" or not isinstance(self.path, Path) or not self.path.is_file():
+            return False
+        try:
+            import adbc_driver_sqlite  # noqa: F401
+            import pyarrow  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def _df_arrow(self) -> pd.DataFrame:
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        assert isinstance(self.path, Path)
+        cols = ", ".join(f'"{n}"' for n in NAMES)
+        queries = [
+            f"SELECT {cols} FROM calls WHERE {where} ORDER BY ts_start, rowid"
+            for where in _time_ranges(self.path)
+        ]
+        table = _arrow_read(self.path, queries, NAMES)
+        utc = pa.timestamp("us", tz="UTC")
+        for name in ("ts_start", "ts_end"):
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, pc.cast(table.column(name), utc))
+        tags = [json.loads(t) if t else {} for t in table.column("tags").to_pylist()]
+        table = table.drop_columns(["tags"])
+        ints = {pa.int64(): pd.Int64Dtype()}
+        frame = table.to_pandas(types_mapper=ints.get)
+        frame.insert(NAMES.index("tags"), "tags", pd.Series(tags, index=frame.index, dtype=object))
+        for name in _TEXT_COLUMNS - {"tags"}:  # as read_sql gives it: an all-NULL text column
+            if table.column(name).null_count == table.num_rows and table.num_rows:  # is object
+                frame[name] = pd.Series(None, index=frame.index, dtype=object)
+        return frame
+
     def __len__(self) -> int:
         from sqlalchemy import func, select
 
@@ -349,7 +494,7 @@ class Ledger:
         for col in ("cost_usd", "latency_s", "ttft_s", "output_tps", "temperature"):
             if col in frame:
                 frame[col] = frame[col].astype("float64")
-        for col in ("input_tokens", "output_tokens", "attempts", "http_status", "max_tokens"):
+        for col in _INT_COLUMNS:
             if col in frame:
                 frame[col] = frame[col].astype("Int64")
         if "tags" in frame:
@@ -364,6 +509,11 @@ class Ledger:
         import pandas as pd
         from sqlalchemy import select
 
+        if self._fast_sqlite():
+            try:
+                return self._df_arrow()
+            except Exception:
+                pass  # e.g. a timestamp Arrow cannot parse: the general path below reads it
         calls = _tables()["calls"]
         with self._engine.connect() as conn:
             frame = pd.read_sql(select(calls).order_by(calls.c.ts_start), conn)
@@ -424,7 +574,9 @@ class Ledger:
                 )
                 spread = pd.read_sql(pct, conn).set_index(by)
             else:  # SQLite has no percentiles: fetch three columns of the ok calls only
-                raw = pd.read_sql(select(key, c.latency_s, c.ttft_s).where(*ok), conn)
+                raw = self._percentile_inputs(by, today)
+                if raw is None:
+                    raw = pd.read_sql(select(key, c.latency_s, c.ttft_s).where(*ok), conn)
                 grouped = raw.groupby(by)
                 spread = pd.DataFrame(
                     {
@@ -439,6 +591,23 @@ class Ledger:
         for col in ("cost_usd", "p50_latency_s", "p95_latency_s", "p50_ttft_s"):
             out[col] = out[col].astype("float64")
         return out
+
+    def _percentile_inputs(self, by: str, today: bool) -> pd.DataFrame | None:
+        """``by``, latency and TTFT of every ok call, read through ADBC (from the covering
+        summary index); None where that path is not available."""
+        if not self._fast_sqlite():
+            return None
+        assert isinstance(self.path, Path)
+        key = "substr(ts_start, 1, 10)" if by == "day" else f'"{by}"'
+        since = f" AND ts_start >= '{utcnow().date().isoformat()}'" if today else ""
+        query = (
+            f"SELECT coalesce({key}, '—') AS \"{by}\", latency_s, ttft_s FROM calls "
+            f"WHERE status = 'ok'{since}"
+        )
+        try:
+            return _arrow_read(self.path, [query], ["latency_s", "ttft_s"]).to_pandas()
+        except Exception:
+            return None
 
     def reprice(self, model: str) -> pd.DataFrame:
         """What-if: every call's tokens priced as ``model`` would have charged them.

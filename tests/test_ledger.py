@@ -215,3 +215,54 @@ def test_several_processes_write_without_loss_or_duplicates(ledger_url: str) -> 
     df = Ledger(ledger_url).df
     assert len(df) == 600 and df.call_id.is_unique
     assert df.groupby("trace_id").size().to_dict() == {f"w{i}": 150 for i in range(4)}
+
+
+def test_fast_sqlite_read_equals_the_general_one(tmp_path: Path, monkeypatch) -> None:
+    """A big SQLite ledger is read through ADBC in parallel rowid ranges; the frame (values,
+    dtypes, order, NULLs, tags) and the summary must be those of the SQLAlchemy path."""
+    import datetime as dt
+
+    import pandas as pd
+
+    from llm_magic import store
+
+    monkeypatch.setattr(store, "_ROWS_PER_READER", 150)  # several readers on 700 rows
+    book = Ledger(str(tmp_path / "l.sqlite"))
+    t0 = utcnow() - dt.timedelta(days=3)
+    rows = []
+    for i in range(700):
+        late = i >= 600  # columns NULL in the first rows, text later (type inference trap)
+        rows.append(
+            row(
+                ts_start=t0 + dt.timedelta(minutes=(i * 7919) % 5000),  # not in rowid order
+                model=f"m{i % 3}",
+                status="ok" if i % 10 else "error",
+                cost_usd=math.nan if i % 17 == 0 else i / 1000,
+                ttft_s=math.nan if i % 10 == 0 else 0.01 * (i % 50),
+                http_status=429 if i % 10 == 0 else None,
+                fallback_from="gpt-4o" if late else None,
+                chat="c1" if late else None,
+                tags={"exp": str(i % 4)} if i % 5 == 0 else None,
+                prompt=f"prompt {i} {{braces}} ünïcode",
+            )
+        )
+    book.record_many(rows)
+    book.record(row(ts_start=rows[5]["ts_start"]))  # a tie in time: rowid order decides
+    assert book._fast_sqlite()
+    fast = book._df_arrow()  # not .df: it would fall back to the general path on an error
+    monkeypatch.setattr(Ledger, "_fast_sqlite", lambda self: False)
+    slow = book.df
+    pd.testing.assert_frame_equal(fast, slow, check_dtype=True, check_exact=True)
+    assert list(fast.ts_start) == sorted(fast.ts_start)
+    assert fast.fallback_from.notna().sum() == 100 and fast.tags.map(bool).sum() == 140
+    slow_summary = book.summary(by="day")
+    monkeypatch.undo()
+    monkeypatch.setattr(store, "_ROWS_PER_READER", 150)
+    pd.testing.assert_frame_equal(book.summary(by="day"), slow_summary)
+    pd.testing.assert_frame_equal(book.summary(by="chat"), _slow(book, "chat", monkeypatch))
+
+
+def _slow(book: Ledger, by: str, monkeypatch) -> object:
+    with monkeypatch.context() as m:
+        m.setattr(Ledger, "_fast_sqlite", lambda self: False)
+        return book.summary(by=by)

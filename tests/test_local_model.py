@@ -143,3 +143,35 @@ def test_concurrent_calls_queue_instead_of_cutting_each_other(local_model, clean
         results = list(pool.map(lambda i: lm.complete(f"Say {i} words.", max_tokens=16), range(3)))
     assert [r.status for r in results] == ["ok", "ok", "ok"]
     assert all(r.output_tokens > 0 for r in results)
+
+
+def test_a_busy_server_is_reused_not_started_again(local_model, clean_env) -> None:
+    """While one call streams (it holds llama.cpp's lock for its whole length), another call in
+    this kernel, or another kernel reading the state file, must find the same server."""
+    import threading
+
+    from llm_magic import local
+
+    srv = local.server()
+    pid = srv._pid
+    streaming = threading.Event()
+    results: list[lm.Result] = []
+
+    def long_call() -> None:
+        s = lm.stream("Write a long story about a lighthouse keeper.", max_tokens=300)
+        for _ in s:
+            streaming.set()
+        assert s.result is not None
+        results.append(s.result)
+
+    worker = threading.Thread(target=long_call)
+    worker.start()
+    try:
+        assert streaming.wait(60)
+        assert srv.url() == local_model and srv._pid == pid  # this kernel: same server
+        assert srv._read_state() == (local_model, pid)  # another kernel: same server
+        assert srv.status().running
+    finally:
+        worker.join(120)
+    assert [r.status for r in results] == ["ok"]
+    assert results[0].output_tokens > 20  # it was still streaming when the checks ran
