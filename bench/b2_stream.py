@@ -307,7 +307,6 @@ def _pre_send_steps(ctx: Ctx) -> list[tuple[str, list[float]]] | str:
         route = models.resolve(MODEL, cfg, book)
         messages = [{"role": "user", "content": PROMPT}]
         steps: list[tuple[str, Callable[[], Any]]] = [
-            ("`bool(book)` — `book = book or ledger(…)` in `_execute`", lambda: bool(book)),
             ("`budget.check_daily` (no budget set)", lambda: budget.check_daily(cfg, book, MODEL)),
             ("`models.resolve`", lambda: models.resolve(MODEL, cfg, book)),
             (

@@ -559,6 +559,14 @@ class Ledger:
             .order_by(key)
         )
         ok = [*where, c.status == "ok"]
+        fast = None
+        if self.dialect == "sqlite" and self._fast_sqlite():
+            # the percentiles' inputs are read (ADBC, its own connection) while SQLite groups
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(1)
+            fast = pool.submit(self._percentile_inputs, by, today)
+            pool.shutdown(wait=False)
         with self._engine.connect() as conn:
             out = pd.read_sql(totals, conn).set_index(by)
             if self.dialect == "postgresql":
@@ -574,7 +582,7 @@ class Ledger:
                 )
                 spread = pd.read_sql(pct, conn).set_index(by)
             else:  # SQLite has no percentiles: fetch three columns of the ok calls only
-                raw = self._percentile_inputs(by, today)
+                raw = fast.result() if fast is not None else None
                 if raw is None:
                     raw = pd.read_sql(select(key, c.latency_s, c.ttft_s).where(*ok), conn)
                 grouped = raw.groupby(by)
