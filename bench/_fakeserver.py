@@ -10,6 +10,7 @@ as a real provider would be.
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import sys
@@ -19,6 +20,9 @@ from pathlib import Path
 def main() -> int:
     from tests.fakeprovider import FakeProvider, ok
 
+    # A stand-in for an instant provider: its own garbage collections (every answer is
+    # thousands of chunk objects) would land in whichever client's time to first token.
+    gc.disable()
     spec = json.loads(Path(sys.argv[1]).read_text()) if len(sys.argv) > 1 else {}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     fp = FakeProvider(default=ok(**spec)).start()
