@@ -559,13 +559,14 @@ class Ledger:
             .order_by(key)
         )
         ok = [*where, c.status == "ok"]
+        inputs = select(key, c.latency_s, c.ttft_s).where(*ok)  # SQLite's percentiles, below
         fast = None
-        if self.dialect == "sqlite" and self._fast_sqlite():
-            # the percentiles' inputs are read (ADBC, its own connection) while SQLite groups
+        if self._fast_sqlite():
+            # read (ADBC, its own connection) while SQLite groups the totals
             from concurrent.futures import ThreadPoolExecutor
 
             pool = ThreadPoolExecutor(1)
-            fast = pool.submit(self._percentile_inputs, by, today)
+            fast = pool.submit(self._arrow_frame, inputs, ["latency_s", "ttft_s"])
             pool.shutdown(wait=False)
         with self._engine.connect() as conn:
             out = pd.read_sql(totals, conn).set_index(by)
@@ -584,7 +585,7 @@ class Ledger:
             else:  # SQLite has no percentiles: fetch three columns of the ok calls only
                 raw = fast.result() if fast is not None else None
                 if raw is None:
-                    raw = pd.read_sql(select(key, c.latency_s, c.ttft_s).where(*ok), conn)
+                    raw = pd.read_sql(inputs, conn)
                 grouped = raw.groupby(by)
                 spread = pd.DataFrame(
                     {
@@ -600,20 +601,15 @@ class Ledger:
             out[col] = out[col].astype("float64")
         return out
 
-    def _percentile_inputs(self, by: str, today: bool) -> pd.DataFrame | None:
-        """``by``, latency and TTFT of every ok call, read through ADBC (from the covering
-        summary index); None where that path is not available."""
-        if not self._fast_sqlite():
-            return None
+    def _arrow_frame(self, query: Any, columns: list[str]) -> pd.DataFrame | None:
+        """``query`` (a SQLAlchemy select) read through ADBC into pandas; None if that fails,
+        and the caller reads it the general way."""
+        from sqlalchemy.dialects import sqlite
+
         assert isinstance(self.path, Path)
-        key = "substr(ts_start, 1, 10)" if by == "day" else f'"{by}"'
-        since = f" AND ts_start >= '{utcnow().date().isoformat()}'" if today else ""
-        query = (
-            f"SELECT coalesce({key}, '—') AS \"{by}\", latency_s, ttft_s FROM calls "
-            f"WHERE status = 'ok'{since}"
-        )
+        sql = str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
         try:
-            return _arrow_read(self.path, [query], ["latency_s", "ttft_s"]).to_pandas()
+            return _arrow_read(self.path, [sql], columns).to_pandas()
         except Exception:
             return None
 

@@ -258,8 +258,18 @@ def test_fast_sqlite_read_equals_the_general_one(tmp_path: Path, monkeypatch) ->
     slow_summary = book.summary(by="day")
     monkeypatch.undo()
     monkeypatch.setattr(store, "_ROWS_PER_READER", 150)
+    read_fast: list[bool] = []
+    real = Ledger._arrow_frame
+
+    def spy(self: Ledger, query: object, columns: list[str]) -> object:
+        frame = real(self, query, columns)
+        read_fast.append(frame is not None)
+        return frame
+
+    monkeypatch.setattr(Ledger, "_arrow_frame", spy)
     pd.testing.assert_frame_equal(book.summary(by="day"), slow_summary)
     pd.testing.assert_frame_equal(book.summary(by="chat"), _slow(book, "chat", monkeypatch))
+    assert read_fast == [True, True]  # both fast summaries really read through ADBC
 
 
 def _slow(book: Ledger, by: str, monkeypatch) -> object:
