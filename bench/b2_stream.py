@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import gc
 import io
-import json
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .common import (
@@ -37,8 +37,10 @@ from .common import (
     import_litellm,
     log,
     med,
+    openai_sse_texts,
     profile,
     table,
+    time_stream,
     use_openai_server,
 )
 
@@ -129,53 +131,40 @@ def _floor(client: Any, base: str, n: int) -> tuple[float, float, str]:
         "temperature": 0.0,
     }
     headers = {"Authorization": f"Bearer {BENCH_KEY}"}
-    parts: list[str] = []
-    t0 = time.perf_counter()
-    ttft = None
-    with client.stream("POST", f"{base}/chat/completions", json=body, headers=headers) as resp:
-        resp.raise_for_status()
-        for line in resp.iter_lines():
-            if not line.startswith("data: "):
-                continue
-            data = line[6:]
-            if data == "[DONE]":
-                break
-            for choice in json.loads(data).get("choices") or ():
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    if ttft is None:
-                        ttft = time.perf_counter() - t0
-                    parts.append(text)
-    return ttft or 0.0, time.perf_counter() - t0, "".join(parts)
+    url = f"{base}/chat/completions"
+    ttft, total, parts = time_stream(lambda: openai_sse_texts(client, url, body, headers))
+    return _zero_if_none(ttft), total, "".join(parts)
 
 
 def _litellm(n: int) -> tuple[float, float, str]:
     from llm_magic import gateway
 
     litellm = gateway._litellm()
-    parts: list[str] = []
-    t0 = time.perf_counter()
-    ttft = None
-    response = litellm.completion(
-        model=MODEL,
-        messages=[{"role": "user", "content": PROMPT}],
-        stream=True,
-        stream_options={"include_usage": True},
-        max_tokens=n + 16,
-        temperature=0.0,
-        timeout=120.0,
-        num_retries=0,
-        max_retries=0,
-        api_key=BENCH_KEY,
-    )
-    for chunk in response:
-        for choice in chunk.choices or ():
-            text = choice.delta.content if choice.delta is not None else None
-            if text:
-                if ttft is None:
-                    ttft = time.perf_counter() - t0
-                parts.append(text)
-    return ttft or 0.0, time.perf_counter() - t0, "".join(parts)
+
+    def texts() -> Iterator[str | None]:
+        response = litellm.completion(
+            model=MODEL,
+            messages=[{"role": "user", "content": PROMPT}],
+            stream=True,
+            stream_options={"include_usage": True},
+            max_tokens=n + 16,
+            temperature=0.0,
+            timeout=120.0,
+            num_retries=0,
+            max_retries=0,
+            api_key=BENCH_KEY,
+        )
+        for chunk in response:
+            for choice in chunk.choices or ():
+                yield choice.delta.content if choice.delta is not None else None
+
+    ttft, total, parts = time_stream(texts)
+    return _zero_if_none(ttft), total, "".join(parts)
+
+
+def _zero_if_none(ttft: float) -> float:
+    """B2's readers report 0.0, not NaN, for a stream that carried no text."""
+    return 0.0 if math.isnan(ttft) else ttft
 
 
 def _lm_stream(n: int) -> tuple[float, float, str]:

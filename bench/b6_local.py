@@ -19,12 +19,25 @@ cache; every side sees the same prompt in the same run.
 
 from __future__ import annotations
 
-import json
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from .common import Ctx, Section, Verdict, fmt_n, fmt_s, fmt_x, import_litellm, log, med, table
+from .common import (
+    Ctx,
+    Section,
+    Verdict,
+    fmt_n,
+    fmt_s,
+    fmt_x,
+    import_litellm,
+    log,
+    med,
+    openai_sse_texts,
+    table,
+    time_stream,
+)
 
 TARGET_X = 0.9
 PROMPT = "Write a long story about a lighthouse keeper who collects lost letters."
@@ -40,34 +53,35 @@ def _direct(llm: Any, prompt: str, max_tokens: int) -> dict[str, Any]:
 
     ctx = llm._ctx.ctx
     llama_cpp.llama_perf_context_reset(ctx)
-    t0 = time.perf_counter()
-    ttft = None
-    tokens = 0
-    parts = []
-    for chunk in llm.create_chat_completion(
-        messages=[{"role": "user", "content": prompt}],
-        max_tokens=max_tokens,
-        temperature=0.0,
-        repeat_penalty=REPEAT_PENALTY,
-        stream=True,
-    ):
-        text = chunk["choices"][0]["delta"].get("content")
-        if text:
-            if ttft is None:
-                ttft = time.perf_counter() - t0
-            tokens += 1
-            parts.append(text)
-    latency = time.perf_counter() - t0
+
+    def texts() -> Iterator[str | None]:
+        for chunk in llm.create_chat_completion(
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=max_tokens,
+            temperature=0.0,
+            repeat_penalty=REPEAT_PENALTY,
+            stream=True,
+        ):
+            yield chunk["choices"][0]["delta"].get("content")
+
+    out = _streamed(*time_stream(texts))
     perf = llama_cpp.llama_perf_context(ctx)
-    ttft = ttft if ttft is not None else math.nan
+    return {
+        **out,
+        "eval_tps": perf.n_eval / perf.t_eval_ms * 1000 if perf.t_eval_ms else math.nan,
+        "prompt_ms": perf.t_p_eval_ms,
+        "prompt_tokens": perf.n_p_eval,
+    }
+
+
+def _streamed(ttft: float, latency: float, parts: list[str]) -> dict[str, Any]:
+    """A stream's figures by the ledger's definitions; llama.cpp streams one token a chunk."""
+    tokens = len(parts)
     return {
         "ttft": ttft,
         "latency": latency,
         "tokens": tokens,
         "tps": tokens / (latency - ttft) if latency > ttft else math.nan,
-        "eval_tps": perf.n_eval / perf.t_eval_ms * 1000 if perf.t_eval_ms else math.nan,
-        "prompt_ms": perf.t_p_eval_ms,
-        "prompt_tokens": perf.n_p_eval,
         "text": "".join(parts),
     }
 
@@ -80,31 +94,9 @@ def _http(client: Any, url: str, prompt: str, max_tokens: int) -> dict[str, Any]
         "temperature": 0.0,
         "stream": True,
     }
-    t0 = time.perf_counter()
-    ttft = None
-    tokens = 0
-    parts = []
-    with client.stream("POST", f"{url}/v1/chat/completions", json=body) as resp:
-        resp.raise_for_status()
-        for line in resp.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            for choice in json.loads(line[6:]).get("choices") or ():
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    if ttft is None:
-                        ttft = time.perf_counter() - t0
-                    tokens += 1
-                    parts.append(text)
-    latency = time.perf_counter() - t0
-    ttft = ttft if ttft is not None else math.nan
-    return {
-        "ttft": ttft,
-        "latency": latency,
-        "tokens": tokens,
-        "tps": tokens / (latency - ttft) if latency > ttft else math.nan,
-        "text": "".join(parts),
-    }
+    return _streamed(
+        *time_stream(lambda: openai_sse_texts(client, f"{url}/v1/chat/completions", body))
+    )
 
 
 def _through_lm(prompt: str, max_tokens: int) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import contextlib
 import cProfile
 import io
 import json
+import math
 import os
 import platform
 import pstats
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,39 @@ def fake_server(**answer: Any) -> Iterator[str]:
             proc.terminate()
             proc.wait(timeout=10)
         Path(spec.name).unlink(missing_ok=True)
+
+
+def time_stream(start: Callable[[], Iterable[str | None]]) -> tuple[float, float, list[str]]:
+    """``start()`` sends a streamed request and yields its text pieces (None or "" where a chunk
+    carries none). Returns (time to the first non-empty piece, NaN if none came; time to the
+    last; the non-empty pieces), timed from just before ``start()``."""
+    t0 = time.perf_counter()
+    ttft = None
+    parts: list[str] = []
+    for text in start():
+        if text:
+            if ttft is None:
+                ttft = time.perf_counter() - t0
+            parts.append(text)
+    return (math.nan if ttft is None else ttft), time.perf_counter() - t0, parts
+
+
+def openai_sse_texts(
+    client: Any, url: str, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Iterator[str | None]:
+    """POST ``body`` to an OpenAI-compatible ``/chat/completions`` ``url`` with an httpx
+    ``client`` and yield each choice's ``delta.content`` from the SSE lines: the least any
+    client must do to read a stream."""
+    with client.stream("POST", url, json=body, headers=headers) as resp:
+        resp.raise_for_status()
+        for line in resp.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = line[6:]
+            if data == "[DONE]":
+                return
+            for choice in json.loads(data).get("choices") or ():
+                yield (choice.get("delta") or {}).get("content")
 
 
 @contextlib.contextmanager
