@@ -11,6 +11,7 @@ import llm_magic as lm
 from llm_magic import config, errors
 from llm_magic.budget import BudgetWarning
 from llm_magic.store import utcnow
+from tests.fakekeys import fake_key
 from tests.fakeprovider import FakeProvider, ok
 
 
@@ -18,7 +19,7 @@ from tests.fakeprovider import FakeProvider, ok
 def fp(monkeypatch):  # type: ignore[no-untyped-def]
     with FakeProvider() as server:
         monkeypatch.setenv("OPENAI_API_BASE", server.openai_base)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-BUDGETKEY-0123456789abcdef")
+        monkeypatch.setenv("OPENAI_API_KEY", fake_key("BUDGETKEY", tail=16))
         yield server
 
 

@@ -12,10 +12,11 @@ from llm_magic import config
 from llm_magic.comparison import compare, route_for_task
 from llm_magic.display import CompareView
 from llm_magic.result import Result
+from tests.fakekeys import fake_key
 from tests.fakeprovider import FakeProvider, ok, refused_url
 
-KEY_O = "sk-test-CMPOPENAI-0123456789abcdefghij"
-KEY_A = "sk-ant-test-CMPANTHROPIC-0123456789abcd"
+KEY_O = fake_key("CMPOPENAI")
+KEY_A = fake_key("CMPANTHROPIC", kind="ant-test", tail=14)
 
 
 @pytest.fixture

@@ -7,9 +7,10 @@ import pytest
 
 import llm_magic as lm
 from llm_magic import config, core
+from tests.fakekeys import fake_key
 from tests.fakeprovider import FakeProvider, ok
 
-KEY = "sk-test-CONTEXTKEY-0123456789abcdefgh"
+KEY = fake_key("CONTEXTKEY", tail=18)
 WORDS = "tide moon sea wave shore current ebb flow " * 1000  # ~8,000 tokens
 
 

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from jupyter_client.manager import KernelManager
 
+from tests.fakekeys import fake_key
 from tests.fakeprovider import FakeProvider, ok
 
-KEY = "sk-test-KERNELKEY-0123456789abcdefghij"
+KEY = fake_key("KERNELKEY")
 
 
 @pytest.fixture

@@ -13,10 +13,11 @@ import pytest
 
 import llm_magic as lm
 from llm_magic import config
+from tests.fakekeys import fake_key
 from tests.fakeprovider import FakeProvider, cut_after, ok, status
 
-OPENAI_KEY = "sk-test-OPENAIKEY-0123456789abcdefghij"
-ANTHROPIC_KEY = "sk-ant-test-ANTHROPICKEY-0123456789abcdef"
+OPENAI_KEY = fake_key("OPENAIKEY")
+ANTHROPIC_KEY = fake_key("ANTHROPICKEY", kind="ant-test", tail=16)
 
 
 @pytest.fixture
@@ -132,13 +133,13 @@ def test_fallback_shares_a_trace_id(fp, ip_ledger, clean_env, monkeypatch, capsy
 
 def test_gateway_base_sends_everything_through_the_proxy(fp, clean_env, monkeypatch) -> None:
     monkeypatch.setenv("LLM_MAGIC_API_BASE", fp.openai_base)
-    monkeypatch.setenv("LLM_MAGIC_API_KEY", "sk-proxy-PROXYKEY-0123456789abcd")
+    monkeypatch.setenv("LLM_MAGIC_API_KEY", fake_key("PROXYKEY", kind="proxy", tail=14))
     config.reload_settings()
     fp.script(ok("Via proxy.", input_tokens=10, output_tokens=4))
     result = lm.complete("Hi", model="claude-sonnet-4-5", max_tokens=20)
     sent = fp.requests[-1]
     assert sent.path.endswith("/chat/completions") and sent.model == "claude-sonnet-4-5"
-    assert sent.api_key == "sk-proxy-PROXYKEY-0123456789abcd"
+    assert sent.api_key == fake_key("PROXYKEY", kind="proxy", tail=14)
     assert result.model == "claude-sonnet-4-5"
     assert result.cost_usd == pytest.approx(10 * 3e-6 + 4 * 15e-6, abs=1e-12)
 

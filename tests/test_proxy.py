@@ -18,12 +18,13 @@ import pytest
 
 import llm_magic as lm
 from llm_magic import config
+from tests.fakekeys import fake_key
 
 pytestmark = pytest.mark.local_model
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / "build" / "proxy-venv"
-MASTER = "sk-proxy-MASTERKEY-0123456789abcdef"
+MASTER = fake_key("MASTERKEY", kind="proxy", tail=16)
 
 
 def _proxy_venv() -> Path:
@@ -138,7 +139,7 @@ def test_cells_go_through_the_proxy_and_the_ledger_matches_it(
 
 
 def test_a_wrong_proxy_key_fails_fast_without_showing_it(proxy, clean_env, monkeypatch) -> None:
-    wrong = "sk-wrong-0123456789abcdefgh"
+    wrong = fake_key(kind="wrong", tail=18)
     monkeypatch.setenv("LLM_MAGIC_API_BASE", proxy)
     monkeypatch.setenv("LLM_MAGIC_API_KEY", wrong)
     config.reload_settings()

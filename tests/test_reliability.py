@@ -15,9 +15,10 @@ import pytest
 
 import llm_magic as lm
 from llm_magic import config
+from tests.fakekeys import fake_key
 from tests.fakeprovider import FakeProvider, ok, refused_url, status
 
-KEYS = [f"sk-test-ROTATE{i}-0123456789abcdefghij" for i in range(3)]
+KEYS = [fake_key(f"ROTATE{i}") for i in range(3)]
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import pytest
 
 import llm_magic as lm
 from llm_magic import config, gateway, retry
+from tests.fakekeys import fake_key
 from tests.fakeprovider import (
     FakeProvider,
     Hang,
@@ -35,8 +36,8 @@ from tests.fakeprovider import (
     stream_error,
 )
 
-OPENAI_KEY = "sk-test-TIMINGOPENAI-0123456789abcdefghij"
-ANTHROPIC_KEY = "sk-ant-test-TIMINGANTHROPIC-0123456789abcd"
+OPENAI_KEY = fake_key("TIMINGOPENAI")
+ANTHROPIC_KEY = fake_key("TIMINGANTHROPIC", kind="ant-test", tail=14)
 PRIMARY = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-5"}
 KEY_OF = {"openai": OPENAI_KEY, "anthropic": ANTHROPIC_KEY}
 # A fallback on the *other* provider: it has its own key, so "same key" below means "a retry".
@@ -86,7 +87,7 @@ def _warm_error_paths() -> None:
                         max_tokens=4,
                         temperature=0.0,
                         api_base=base,
-                        api_key="sk-test-WARMUP-0123456789abcdefghij",
+                        api_key=fake_key("WARMUP"),
                         timeout=timeout,
                     ):
                         pass
@@ -524,7 +525,7 @@ def test_a_break_after_the_first_token_is_never_retried_and_keeps_the_text(
 )
 def test_never_a_tight_loop_on_one_key(fp, clean_env, monkeypatch, decisions, keys, script) -> None:
     scale = use_scale(monkeypatch, 0.05)
-    pool = [f"sk-test-PACING{i}-0123456789abcdefghij" for i in range(keys)]
+    pool = [fake_key(f"PACING{i}") for i in range(keys)]
     monkeypatch.delenv("OPENAI_API_KEY")
     use_env(monkeypatch, OPENAI_API_KEYS=",".join(pool))
     fp.script(*script())
