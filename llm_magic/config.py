@@ -5,16 +5,24 @@ Nothing here imports litellm, pandas or IPython: reading settings must stay chea
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .errors import UsageProblem
-from .secrets import Secret
+from .secrets import Secret, mask_url, register_url
 
-__all__ = ["Settings", "KeyPool", "settings", "reload_settings", "default_ledger_path"]
+__all__ = [
+    "Settings",
+    "KeyPool",
+    "settings",
+    "reload_settings",
+    "default_ledger_path",
+    "check_number",
+]
 
 # Providers whose keys we look up, and the environment prefix each one uses.
 KEY_PREFIX = {
@@ -39,24 +47,77 @@ def _load_dotenv() -> None:
     global _dotenv_loaded
     if _dotenv_loaded:
         return
-    _dotenv_loaded = True
     try:
         from dotenv import find_dotenv, load_dotenv
     except ImportError:  # pragma: no cover - python-dotenv is a dependency
+        _dotenv_loaded = True
         return
     path = find_dotenv(usecwd=True)
-    if path:
+    if not path:
+        _dotenv_loaded = True
+        return
+    problem = None
+    try:
         load_dotenv(path, override=False)
+    except UnicodeDecodeError as exc:
+        problem = (
+            f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}): save it as UTF-8 "
+            "(e.g. `iconv -f latin1 -t utf-8`), or move it aside"
+        )
+    if problem is not None:  # raised outside the handler: no decoder traceback behind it
+        raise UsageProblem(problem)  # and again next time, until the file is fixed
+    _dotenv_loaded = True
+
+
+# What each numeric setting accepts: (lowest, lowest allowed?, highest, example, unit).
+_LIMITS: dict[str, tuple[float, bool, float, str, str]] = {
+    "DAILY_BUDGET_USD": (0.0, True, math.inf, "5.00", "dollars"),
+    "MAX_COST_PER_REQUEST_USD": (0.0, True, math.inf, "0.50", "dollars"),
+    "BUDGET_ALERT_THRESHOLD": (0.0, False, 1.0, "0.8", "a share of the budget"),
+    "LLM_MAGIC_TIMEOUT_S": (0.0, False, math.inf, "120", "seconds"),
+}
+
+
+def _limit_text(low: float, closed: bool, high: float) -> str:
+    if math.isinf(high):
+        return f"{'>=' if closed else '>'} {low:g}"
+    return f"in {'[' if closed else '('}{low:g}, {high:g}]"
+
+
+def check_number(
+    name: str, raw: object, *, where: str | None = None, fix: str | None = None
+) -> float:
+    """``raw`` as a float when it is finite and within the limits of setting ``name``;
+    else :class:`UsageProblem` naming ``where`` (default: ``NAME='raw'``) and ``fix``.
+
+    Prices, budgets and caps are finite and non-negative, the alert threshold is in (0, 1],
+    the timeout is > 0: a NaN or an infinity is never silently accepted or replaced."""
+    low, closed, high, example, unit = _LIMITS.get(
+        name, (0.0, True, math.inf, "3", "dollars per million tokens")
+    )
+    shown = where or f"{name}={str(raw)!r}"
+    fix = fix or f"set e.g. {name}={example} in .env or the environment"
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        value = None
+    bounds = _limit_text(low, closed, high)
+    if value is None:
+        problem = f"{shown} is not a number: {fix}"
+    elif not math.isfinite(value):
+        problem = f"{shown} is not a finite number ({unit} {bounds}): {fix}"
+    elif value < low or (value == low and not closed) or value > high:
+        problem = f"{shown} is out of range ({unit} {bounds}): {fix}"
+    else:
+        return value
+    raise UsageProblem(problem)
 
 
 def _float(name: str, default: float | None) -> float | None:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise UsageProblem(f"{name}={raw!r} is not a number: set it to e.g. 5.00") from None
+    return check_number(name, raw)
 
 
 def _list(name: str) -> list[str]:
@@ -163,11 +224,29 @@ class Settings:
     timeout_s: float = 120.0
     _pools: dict[str, KeyPool] = field(default_factory=dict, repr=False)
 
+    def __repr__(self) -> str:
+        """Every setting, with URL passwords and query-string secrets masked (keys are
+        :class:`Secret` and show only their alias)."""
+        shown = []
+        for f in fields(self):
+            if not f.repr:
+                continue
+            value = getattr(self, f.name)
+            if f.name in ("ledger", "api_base", "ollama_api_base") and value:
+                value = mask_url(str(value))
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
     @classmethod
     def from_env(cls) -> Settings:
         _load_dotenv()
         env = os.environ
         proxy_key = env.get("LLM_MAGIC_API_KEY", "").strip()
+        for name in ("LLM_MAGIC_LEDGER", "LLM_MAGIC_API_BASE", "OLLAMA_API_BASE"):
+            register_url(env.get(name, "").strip())  # their secrets are scrubbed from errors
+        for name in env:
+            if name.endswith(("_API_BASE", "_BASE_URL")):
+                register_url(env[name])
         return cls(
             default_model=env.get("DEFAULT_MODEL", "").strip() or "local",
             fallback_models=_list("FALLBACK_MODELS"),
@@ -211,5 +290,6 @@ def reload_settings() -> Settings:
     """Read the environment again (after changing ``os.environ`` or ``.env``)."""
     global _settings
     with _settings_lock:
+        _settings = None  # a bad value is reported again next time, never the stale settings
         _settings = Settings.from_env()
         return _settings

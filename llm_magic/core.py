@@ -262,7 +262,8 @@ def _execute(
         first = cfg.budget_downgrade_model
     chain = [first] + [m for m in cfg.fallback_models if m not in (first, req.model)]
     fallback_from: str | None = None
-    last_err: errors.ProviderError | None = None
+    failed: list[tuple[str, errors.ProviderError]] = []  # every model that failed, in order
+    last_result: Result | None = None
     for index, name in enumerate(chain):
         try:
             route = resolve(name, cfg, book)
@@ -271,13 +272,16 @@ def _execute(
                 raise  # the user's own model: a usage error, nothing sent
             notes.append(f"Skipped fallback {name}: no key or unknown model")
             continue
+        call_max = _bounded_max_tokens(
+            route, req, max_tokens, index == 0 and name == req.model, notes
+        )
         messages, input_estimate = _fit_context(route, history, new, notes)
         price = pricing.price_for(route.model, route.provider, book, also=(name,))
         call = _Call(
             route,
             req,
             trace_id=trace_id,
-            max_tokens=max_tokens,
+            max_tokens=call_max,
             price=price,
             input_estimate=input_estimate,
             fallback_from=fallback_from,
@@ -297,12 +301,12 @@ def _execute(
         refusal = None
         if verdict.action == "refuse":
             refusal = verdict.note
-        worst = budget.worst_case_cost(price, input_estimate, max_tokens)
+        worst = budget.worst_case_cost(price, input_estimate, call_max)
         cap = cfg.max_cost_per_request_usd
         if refusal is None and cap is not None and worst is not None and worst > cap:
             refusal = (
                 f"Refused: this request could cost up to ${worst:.4f} ({input_estimate} input "
-                f"tokens + {max_tokens} max_tokens on {route.model}), over "
+                f"tokens + {call_max} max_tokens on {route.model}), over "
                 f"MAX_COST_PER_REQUEST_USD=${cap:.4f}: lower --max-tokens or use a cheaper model"
             )
         if refusal is not None:
@@ -311,22 +315,23 @@ def _execute(
             raise _attach(refused, result)
 
         pool = cfg.keys(route.provider) if route.key is not None and not cfg.api_base else None
+        limited_keys: set[str] = set()  # the keys that got a 429 during this call
         while True:
             call.attempts += 1
             if pool is not None and call.attempts > 1:
                 route.key = pool.next() or route.key
             if pool is not None and route.key is not None:
                 _sleep(pool.wait_time(route.key))  # every key told to wait: honour it
-            api_key = route.key.reveal() if route.key else ("no-key" if route.api_base else None)
             pieces = gateway.stream_chat(
                 model=route.litellm_model,
                 messages=messages,
-                max_tokens=max_tokens,
+                max_tokens=call_max,
                 temperature=req.temperature,
                 api_base=route.api_base,
-                api_key=api_key,
+                api_key=route.key,  # a Secret: revealed only inside the litellm call
                 timeout=cfg.timeout_s,
             )
+            failure: errors.ProviderError | None = None
             try:
                 for piece in pieces:
                     if isinstance(piece, gateway.Usage):
@@ -336,6 +341,12 @@ def _execute(
                         call.ttft = time.perf_counter() - call.t0
                     call.parts.append(piece)
                     yield piece
+                if not call.parts:
+                    raise errors.EmptyResponse(
+                        f"{route.model} sent an empty answer (HTTP 200, no text and no tool "
+                        "call): try again, rephrase the prompt, or use another model",
+                        model=route.model,
+                    )
             except (KeyboardInterrupt, GeneratorExit) as stop:
                 pieces.close()
                 notes.append("response interrupted")
@@ -347,7 +358,7 @@ def _execute(
             except errors.StreamInterrupted as err:
                 notes.append("response interrupted")
                 result = call.finish(book, "interrupted", err)
-                raise _attach(err, result) from None
+                failure = _attach(err, result)
             except errors.ProviderError as err:
                 if isinstance(err, errors.AuthError) and route.provider != "local":
                     env = "LLM_MAGIC_API_KEY" if cfg.api_base else cfg.key_env_name(route.provider)
@@ -364,10 +375,15 @@ def _execute(
                         "(or set OLLAMA_API_BASE)",
                         model=route.model,
                     )
+                elif isinstance(err, (errors.ConnectionFailed, errors.NotFound)):
+                    err = _name_the_url(err, route, cfg)
                 decision = retry.decide(err, call.attempts)
                 limited = isinstance(err, errors.RateLimited) and pool is not None
                 if limited and pool is not None and route.key is not None:
                     pool.cool(route.key, decision.wait_s)  # even when no retry follows
+                    limited_keys.add(route.key.alias)
+                    if not decision.retry and len(limited_keys) >= len(pool.keys):
+                        err = _all_keys_limited(err, route, cfg, len(pool.keys))
                 if decision.retry:
                     if limited and pool is not None and pool.any_free():
                         call.parts.clear()  # another key is free: retry on it at once
@@ -379,23 +395,103 @@ def _execute(
                         raise errors.Interrupted(call.finish(book, "interrupted", err)) from None
                     call.parts.clear()
                     continue
-                last_err = err
+                failed.append((route.model, err))
                 is_last = index == len(chain) - 1
                 if decision.fallback and not is_last:
-                    call.finish(book, "error", err)
                     notes.append(
                         f"{route.model} failed ({err.error_type}"
-                        f"{f' {err.status}' if err.status else ''}): answered by the next fallback"
+                        f"{f' {err.status}' if err.status else ''}): trying the next fallback"
                     )
+                    last_result = call.finish(book, "error", err)
                     fallback_from = route.model
                     break
                 result = call.finish(book, "error", err)
-                raise _attach(err, result) from None
+                failure = _attach(_every_failure(failed), result)
+            if failure is not None:
+                raise failure  # outside the handler: nothing chained behind it
+            if fallback_from is not None:
+                notes.append(f"answered by the next fallback, {route.model}")
             result = call.finish(book, "ok", None)
             _remember(req, new, result)
             return result
-    assert last_err is not None
-    raise last_err
+    # the fallbacks left were skipped (no key, unknown model): the last failure stands
+    assert failed and last_result is not None
+    last_result.notes = list(notes)  # with the skips noted after it was written
+    raise _attach(_every_failure(failed), last_result)
+
+
+def _bounded_max_tokens(
+    route: Route, req: Request, max_tokens: int, own_model: bool, notes: list[str]
+) -> int:
+    """``max_tokens`` within what ``route``'s model can write (litellm's ``max_output_tokens``).
+
+    Over it: refused when the user asked for that many from the model they named (a usage
+    error, nothing sent); otherwise (a default, a fallback, a downgrade) lowered, with a note."""
+    most = route.max_output
+    if not most or max_tokens <= most:
+        return max_tokens
+    if own_model and req.max_tokens is not None:
+        raise UsageProblem(
+            f"max_tokens {req.max_tokens} is over {route.model}'s maximum output of {most} "
+            f"tokens: refused, nothing sent; ask for at most {most} (--max-tokens {most})"
+        )
+    notes.append(f"max_tokens lowered from {max_tokens} to {most}, {route.model}'s maximum")
+    return most
+
+
+def _env_for_base(route: Route, cfg: Settings) -> str:
+    """The setting that holds ``route``'s base URL."""
+    if route.via_proxy:
+        return "LLM_MAGIC_API_BASE"
+    if route.provider == "local":
+        return "the local model (%llm local status)"
+    return cfg.key_env_name(route.provider).replace("_API_KEY", "_API_BASE")
+
+
+def _name_the_url(err: errors.ProviderError, route: Route, cfg: Settings) -> errors.ProviderError:
+    """A connection failure or a 404, saying which URL failed and which setting to fix."""
+    where = _env_for_base(route, cfg)
+    if isinstance(err, errors.NotFound):
+        message = (
+            f"{route.model}: HTTP 404 from {err.url or 'the provider'} ({err}): check the model "
+            f"name, and {where} (an OpenAI-compatible base URL usually ends in /v1)"
+        )
+    else:
+        message = f"{route.model}: {err}: check {where} (scheme, host and port) and the network"
+    return type(err)(message, status=err.status, model=route.model, url=err.url)
+
+
+def _all_keys_limited(
+    err: errors.ProviderError, route: Route, cfg: Settings, n: int
+) -> errors.ProviderError:
+    env = cfg.key_env_name(route.provider)
+    who = (
+        f"All {n} keys for {route.provider} were" if n > 1 else f"The key for {route.provider} was"
+    )
+    return errors.RateLimited(
+        f"{who} rate-limited (429): wait a minute, add keys ({env}S=k1,k2,…) or set "
+        f"FALLBACK_MODELS ({err})",
+        retry_after=err.retry_after,
+        model=route.model,
+    )
+
+
+def _every_failure(failed: list[tuple[str, errors.ProviderError]]) -> errors.ProviderError:
+    """The error to raise when no model answered: the last one alone, or, after fallbacks,
+    one of the last one's type whose message gives each model's error in turn."""
+    model, last = failed[-1]
+    if len(failed) == 1:
+        return last
+    each = "; ".join(
+        f"{m}: {type(e).__name__}{f' {e.status}' if e.status else ''} ({e})" for m, e in failed
+    )
+    return type(last)(
+        f"Every model failed — {each}",
+        status=last.status,
+        retry_after=last.retry_after,
+        model=model,
+        url=last.url,
+    )
 
 
 def _attach(err: errors.ProviderError, result: Result) -> errors.ProviderError:

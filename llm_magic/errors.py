@@ -18,7 +18,9 @@ __all__ = [
     "AuthError",
     "ContextTooLong",
     "BadRequest",
+    "NotFound",
     "ConnectionFailed",
+    "EmptyResponse",
     "Timeout",
     "StreamInterrupted",
     "LocalModelUnavailable",
@@ -60,6 +62,7 @@ class ProviderError(LLMError):
         retry_after: float | None = None,
         provider: str | None = None,
         model: str | None = None,
+        url: str | None = None,
     ) -> None:
         super().__init__(message)
         if status is not None:
@@ -67,6 +70,7 @@ class ProviderError(LLMError):
         self.retry_after = retry_after
         self.provider = provider
         self.model = model
+        self.url = url  # the URL that failed, password masked (connection errors, 404s)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status!r}, message={str(self)!r})"
@@ -102,8 +106,23 @@ class BadRequest(ProviderError):
     error_type = "bad_request"
 
 
+class NotFound(BadRequest):
+    """HTTP 404: a wrong base URL path, or a model the provider does not have."""
+
+    status = 404
+    error_type = "not_found"
+
+
 class ConnectionFailed(ProviderError):
+    """No connection was made: refused, unknown host (DNS), or an invalid base URL."""
+
     error_type = "connection"
+
+
+class EmptyResponse(ProviderError):
+    """HTTP 200, but the stream carried no text (and no tool call)."""
+
+    error_type = "empty_response"
 
 
 class Timeout(ProviderError):

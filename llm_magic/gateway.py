@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import errors
-from .secrets import scrub
+from .secrets import Secret, mask_url, scrub
 
 __all__ = [
     "Usage",
@@ -156,6 +156,16 @@ def count_text_tokens(model: str, text: str) -> int:
         return int(litellm.token_counter(model="gpt-4o", text=text, count_response_tokens=True))
 
 
+def _credentials(api_key: Secret | str | None, api_base: str | None) -> dict[str, str]:
+    """The ``api_key`` argument for litellm, built inside the call expression so that no frame
+    of ours holds the raw key in a named local (``%xmode Verbose`` prints those)."""
+    if isinstance(api_key, Secret):
+        return {"api_key": api_key.reveal()}
+    if api_key:
+        return {"api_key": api_key}
+    return {"api_key": "no-key"} if api_base else {}  # OpenAI-compatible servers want one
+
+
 def stream_chat(
     *,
     model: str,
@@ -163,14 +173,16 @@ def stream_chat(
     max_tokens: int,
     temperature: float,
     api_base: str | None = None,
-    api_key: str | None = None,
+    api_key: Secret | str | None = None,
     timeout: float = 600.0,
     first_byte_timeout: float | None = None,
 ) -> Generator[str | Usage, None, None]:
     """Stream one chat completion: yields text chunks, then one :class:`Usage`.
 
-    Raises :mod:`llm_magic.errors` types only. ``max_tokens`` is mandatory: no call is unbounded.
-    """
+    Raises :mod:`llm_magic.errors` types only, with no exception chain behind them (the
+    provider's exception can carry the request, key included). ``max_tokens`` is mandatory:
+    no call is unbounded. Pass the key as a :class:`Secret`: it is revealed only inside the
+    litellm call."""
     if not max_tokens or max_tokens <= 0:
         raise errors.UsageProblem("max_tokens must be a positive integer, e.g. --max-tokens 512")
     litellm = _litellm()
@@ -187,14 +199,13 @@ def stream_chat(
     }
     if api_base:
         kwargs["api_base"] = api_base
-    if api_key:
-        kwargs["api_key"] = api_key
     if first_byte_timeout:
         kwargs["stream_timeout"] = first_byte_timeout
     got_text = False
     response: Any = None
+    failure: errors.ProviderError | None = None
     try:
-        response = litellm.completion(**kwargs)
+        response = litellm.completion(**kwargs, **_credentials(api_key, api_base))
         final_usage = None
         answered_by = None
         for chunk in response:
@@ -223,12 +234,11 @@ def stream_chat(
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # every provider failure becomes one of ours
-        err = translate_error(exc, model=model)
-        if got_text and not isinstance(err, (errors.AuthError, errors.RateLimited)):
-            raise errors.StreamInterrupted(
-                f"response interrupted: {err}", status=err.status, model=model
-            ) from None
-        raise err from None
+        failure = translate_error(exc, model=model, api_base=api_base)
+        if got_text and not isinstance(failure, (errors.AuthError, errors.RateLimited)):
+            failure = errors.StreamInterrupted(
+                f"response interrupted: {failure}", status=failure.status, model=model
+            )
     finally:
         # An interrupted or abandoned stream closes its HTTP connection at once.
         close = getattr(response, "close", None)
@@ -237,6 +247,10 @@ def stream_chat(
                 close()
             except Exception:
                 pass
+    if failure is not None:
+        # Raised here, outside the handler: no __context__ (nor __cause__) links it to the
+        # provider's exception, whose request and headers carry the key.
+        raise failure
 
 
 _PREFIX = re.compile(r"^(litellm\.)?[A-Za-z]+(Error|Exception|Timeout)?:\s*")
@@ -282,22 +296,64 @@ def _retry_after(exc: Exception) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception behind it (causes and contexts), each once."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not s for s in seen):
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
 def _refused(exc: BaseException) -> bool:
-    """Whether a connection was never made (refused, DNS, unreachable): the cause chain says."""
+    """Whether a connection was never made (refused, DNS, unreachable, a URL httpx cannot
+    use): the cause chain says."""
     import httpx
 
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (ConnectionRefusedError, httpx.ConnectError)):
-            return True
-        current = current.__cause__ or current.__context__
+    never = (
+        ConnectionRefusedError,
+        httpx.ConnectError,
+        httpx.UnsupportedProtocol,
+        httpx.InvalidURL,
+        httpx.ProxyError,
+    )
+    if any(isinstance(e, never) for e in _chain(exc)):
+        return True
     return "connection refused" in str(exc).lower()
 
 
-def translate_error(exc: Exception, *, model: str | None = None) -> errors.ProviderError:
-    """Map a litellm/httpx exception to our small set of types (status and Retry-After kept)."""
+def _failed_url(exc: BaseException, api_base: str | None) -> str | None:
+    """The URL the failed request went to (password masked), else ``api_base``: the innermost
+    exception that knows it (litellm's own carry a placeholder ``api.openai.com`` request)."""
+    for e in reversed(_chain(exc)):
+        if type(e).__module__.startswith("litellm"):
+            continue
+        for holder in (e, getattr(e, "response", None)):
+            try:
+                request = getattr(holder, "request", None)  # httpx raises when it has none
+            except Exception:
+                request = None
+            url = getattr(request, "url", None)
+            if url is not None and str(url):
+                return mask_url(str(url))
+    return mask_url(api_base) if api_base else None
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost low-level reason (``[Errno -2] Name or service not known``), one line."""
+    for e in reversed(_chain(exc)):
+        text = _clean(str(e))
+        if text:
+            return text
+    return type(exc).__name__
+
+
+def translate_error(
+    exc: Exception, *, model: str | None = None, api_base: str | None = None
+) -> errors.ProviderError:
+    """Map a litellm/httpx exception to our small set of types (status and Retry-After kept,
+    and the URL for connection failures and 404s)."""
     litellm = _litellm()
     ex = litellm.exceptions
     # Anthropic's 529 arrives as a 500 whose provider_status_code says 529.
@@ -328,8 +384,15 @@ def translate_error(exc: Exception, *, model: str | None = None) -> errors.Provi
     if isinstance(exc, ex.Timeout) or status == 408:
         return errors.Timeout(text, **kw)
     if _refused(exc):
-        # litellm reports a refused connection as a 500 for OpenAI and Anthropic
-        return errors.ConnectionFailed(text, **{**kw, "status": None})
+        # litellm reports a refused connection, an unknown host or a URL without http(s)://
+        # as a 500 for OpenAI and Anthropic: it is not a server error, and never retried
+        url = _failed_url(exc, api_base)
+        return errors.ConnectionFailed(
+            f"cannot connect to {url or 'the provider'}: {_reason(exc)}",
+            **{**kw, "status": None, "url": url},
+        )
+    if status == 404:
+        return errors.NotFound(text, **{**kw, "url": _failed_url(exc, api_base)})
     if status is not None and status >= 500:
         return errors.ServerError(text, **kw)
     if isinstance(exc, ex.APIConnectionError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import keyword
 import shlex
 from collections.abc import Callable
 from typing import Any
@@ -20,8 +21,9 @@ from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, vali
 
 from . import errors
 from ._interpolate import interpolate
-from .config import settings
+from .config import check_number, settings
 from .display import StreamView, choose_mode
+from .secrets import mask_url
 
 __all__ = ["LLMMagics"]
 
@@ -175,7 +177,19 @@ class LLMMagics(Magics):
                 f"Unexpected {' '.join(args.words)!r} on the %%llm line: options start with -, "
                 "the prompt goes in the cell body"
             )
-        return self._run_cell(args, cell)
+        if args.out is not None and not (
+            args.out.isidentifier() and not keyword.iskeyword(args.out)
+        ):
+            raise UsageError(
+                f"-o {args.out!r} is not a Python variable name: use letters, digits and _, "
+                "not starting with a digit, e.g. -o answer"
+            )
+        problem = None
+        try:
+            return self._run_cell(args, cell)
+        except errors.UsageProblem as exc:  # e.g. a bad setting read while preparing the call
+            problem = str(exc)
+        raise UsageError(problem)
 
     def _run_cell(self, args: argparse.Namespace, cell: str) -> Any:
         from .core import _execute
@@ -195,7 +209,14 @@ class LLMMagics(Magics):
             model = (self.default_model or "").strip()
         if "," in model:
             models = [m.strip() for m in model.split(",") if m.strip()]
-            return self._run_compare(args, prompt, models)
+            if not models:
+                raise UsageError(
+                    f"-m {model!r} names no model: write e.g. -m gpt-4o, or -m gpt-4o,local "
+                    "to compare"
+                )
+            if len(models) > 1:
+                return self._run_compare(args, prompt, models)
+            model = models[0]  # "-m gpt-4o," is one model: an ordinary call
         request = self._request(args, prompt, model)
         mode = choose_mode(self.display_mode, self.shell)
         view = StreamView(mode, args.format, self.updates_per_second)
@@ -257,6 +278,7 @@ class LLMMagics(Magics):
         import pandas as pd
 
         from .comparison import TABLE_COLUMNS, Outcome, run_concurrently
+        from .core import _bounded_max_tokens
         from .display import CompareView
         from .models import resolve
 
@@ -269,7 +291,11 @@ class LLMMagics(Magics):
         try:
             for request, _ in jobs:
                 request.validate()
-                resolve(str(request.model), cfg, book)  # unknown model or missing key: nothing sent
+                route = resolve(
+                    str(request.model), cfg, book
+                )  # unknown model, no key: nothing sent
+                if request.max_tokens is not None:  # more than the model can write: nothing sent
+                    _bounded_max_tokens(route, request, request.max_tokens, True, [])
         except errors.UsageProblem as exc:
             raise UsageError(str(exc)) from None
         view = CompareView(
@@ -386,14 +412,12 @@ class LLMMagics(Magics):
         from .config import reload_settings
 
         if rest:
-            try:
-                value = float(rest[0])
-            except ValueError:
-                raise UsageError(
-                    f"%llm budget {rest[0]!r}: give dollars, e.g. %llm budget 5"
-                ) from None
-            if value < 0:
-                raise UsageError("%llm budget: the budget must be >= 0")
+            value = check_number(
+                "DAILY_BUDGET_USD",
+                rest[0],
+                where=f"%llm budget {rest[0]!r}",
+                fix="give dollars, e.g. %llm budget 5",
+            )
             os.environ["DAILY_BUDGET_USD"] = str(value)
             reload_settings()
         cfg = settings()
@@ -427,8 +451,8 @@ class LLMMagics(Magics):
             f"budget_alert_threshold = {cfg.budget_alert_threshold}",
             f"budget_downgrade_model = {cfg.budget_downgrade_model}",
             f"max_cost_per_request_usd = {cfg.max_cost_per_request_usd}",
-            f"ledger = {cfg.ledger}",
-            f"api_base = {cfg.api_base}",
+            f"ledger = {mask_url(cfg.ledger)}",
+            f"api_base = {mask_url(cfg.api_base) or None}",
             f"api_key = {cfg.api_key.alias if cfg.api_key else '—'}",
             f"max_tokens = {self.max_tokens or 'by task'}",
             f"temperature = {self.temperature}",
@@ -439,23 +463,26 @@ class LLMMagics(Magics):
         return None
 
     def _cmd_alias(self, rest: list[str]) -> Any:
+        from .models import add_alias
+
         if len(rest) != 2:
             raise UsageError("%llm alias NAME MODEL: e.g. %llm alias fast gpt-4o-mini")
-        self.book().set_alias(rest[0], rest[1])
-        print(f"{rest[0]} → {rest[1]}")
+        target = add_alias(self.book(), rest[0], rest[1])
+        print(f"{rest[0]} → {rest[1]}" + (f" (→ {target})" if target != rest[1] else ""))
         return None
 
     def _cmd_price(self, rest: list[str]) -> Any:
         if len(rest) != 3:
             raise UsageError("%llm price MODEL IN_PER_1M OUT_PER_1M: e.g. %llm price my-model 3 15")
-        try:
-            pin, pout = float(rest[1]), float(rest[2])
-        except ValueError:
-            raise UsageError(
-                "%llm price: prices are dollars per million tokens, e.g. 3 15"
-            ) from None
-        if pin < 0 or pout < 0:
-            raise UsageError("%llm price: prices must be >= 0")
+        pin, pout = (
+            check_number(
+                "price",
+                raw,
+                where=f"%llm price {rest[0]}: {side}_PER_1M={raw!r}",
+                fix=f"give dollars per million tokens, e.g. %llm price {rest[0]} 3 15",
+            )
+            for side, raw in (("IN", rest[1]), ("OUT", rest[2]))
+        )
         self.book().set_price(rest[0], pin, pout)
         print(f"{rest[0]}: ${pin}/1M input, ${pout}/1M output (kept in the ledger)")
         return None

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from . import gateway, local
 from .config import KEYLESS, Settings
 from .errors import UsageProblem
-from .secrets import Secret
+from .secrets import Secret, mask_url
 from .store import Ledger
 
-__all__ = ["Route", "resolve", "BUILTIN_ALIASES", "all_aliases"]
+__all__ = ["Route", "resolve", "BUILTIN_ALIASES", "all_aliases", "follow_alias", "add_alias"]
 
 # Short names that work out of the box; `%llm alias NAME MODEL` adds more (kept in the ledger).
 BUILTIN_ALIASES = {
@@ -34,6 +34,13 @@ class Route:
     key: Secret | None = None
     context_window: int | None = None
     via_proxy: bool = False
+    max_output: int | None = None  # the model's largest max_tokens, where litellm knows it
+
+    def __repr__(self) -> str:
+        return (
+            f"Route({self.requested!r} → {self.litellm_model!r}, provider={self.provider!r}, "
+            f"api_base={mask_url(self.api_base)!r}, key={self.key!r})"
+        )
 
     @property
     def key_alias(self) -> str | None:
@@ -44,12 +51,47 @@ def all_aliases(ledger: Ledger) -> dict[str, str]:
     return {**BUILTIN_ALIASES, **ledger.aliases()}
 
 
+def follow_alias(name: str, aliases: dict[str, str]) -> str:
+    """Follow ``name`` through ``aliases`` to the end of its chain (``a → b → gpt-4o``);
+    :class:`UsageProblem` for a cycle."""
+    seen = [name]
+    while name in aliases and aliases[name] != name:
+        name = aliases[name]
+        if name in seen:
+            loop = " → ".join([*seen[seen.index(name) :], name])
+            raise UsageProblem(
+                f"The aliases make a cycle ({loop}): redefine one with %llm alias NAME MODEL"
+            )
+        seen.append(name)
+    return name
+
+
+def add_alias(ledger: Ledger, name: str, model: str) -> str:
+    """Keep ``name`` → ``model`` in the ledger unless it would make a cycle; returns the model
+    the alias finally resolves to."""
+    name, model = name.strip(), model.strip()
+    if not name or not model or "," in name:
+        raise UsageProblem("%llm alias NAME MODEL: e.g. %llm alias fast gpt-4o-mini")
+    aliases = {**all_aliases(ledger), name: model}
+    if model == name and name != local.LOCAL_ALIAS:
+        raise UsageProblem(f"%llm alias {name} {model}: an alias cannot point to itself")
+    try:
+        target = follow_alias(name, aliases)
+    except UsageProblem:
+        raise UsageProblem(
+            f"%llm alias {name} {model} would make a cycle ({name} → {model} → … → {name}): "
+            "point it at a model id such as gpt-4o-mini"
+        ) from None
+    ledger.set_alias(name, model)
+    return target
+
+
 def resolve(name: str, settings: Settings, ledger: Ledger) -> Route:
     """Resolve ``name``; :class:`UsageProblem` (nothing sent) for unknown models or missing keys."""
     requested = name.strip()
     if not requested:
         raise UsageProblem("No model given: use -m MODEL, e.g. -m local or -m gpt-4o")
-    model = all_aliases(ledger).get(requested, requested)
+    model = follow_alias(requested, all_aliases(ledger))
     if model == local.LOCAL_ALIAS:
         url = local.server().url()
         return Route(
@@ -78,10 +120,12 @@ def resolve(name: str, settings: Settings, ledger: Ledger) -> Route:
             key=settings.api_key,
             context_window=info.get("max_input_tokens"),
             via_proxy=True,
+            max_output=info.get("max_output_tokens") or None,
         )
     provider = gateway.provider_of(model)
     info = gateway.model_info(model) or {}
     window = info.get("max_input_tokens") or info.get("max_tokens")
+    most = info.get("max_output_tokens")
     api_base = None
     key = None
     if provider in ("ollama", "ollama_chat"):
@@ -102,4 +146,5 @@ def resolve(name: str, settings: Settings, ledger: Ledger) -> Route:
         api_base=api_base,
         key=key,
         context_window=int(window) if window else None,
+        max_output=int(most) if most else None,
     )

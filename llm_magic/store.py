@@ -407,6 +407,13 @@ class Ledger:
             conn.execute(stmt)
 
     def set_price(self, model: str, input_per_1m: float, output_per_1m: float) -> None:
+        if not all(
+            isinstance(p, (int, float)) and 0 <= p < math.inf for p in (input_per_1m, output_per_1m)
+        ):
+            raise UsageProblem(
+                f"Prices for {model} must be finite dollars per 1M tokens >= 0, not "
+                f"{input_per_1m!r}, {output_per_1m!r}: e.g. set_price({model!r}, 3, 15)"
+            )
         self._upsert(
             _tables()["prices"],
             "model",

@@ -4,6 +4,7 @@ the cell, and leaves the partial answer in the ledger as ``interrupted``."""
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -129,3 +130,47 @@ def test_no_key_in_any_kernel_output(kernel) -> None:
     assert KEY.encode() not in b"".join(
         p.read_bytes() for p in ledger.parent.glob("kernel.sqlite*")
     )
+
+
+def test_verbose_tracebacks_in_a_kernel_show_no_key(kernel) -> None:
+    """``%xmode Verbose`` prints every frame with its variables: a failing ``lm.complete``
+    (its traceback runs through the gateway) and a failing ``%%llm`` show the key nowhere in
+    any message the kernel sends."""
+    import json
+
+    from tests.fakeprovider import refused_url, status
+
+    km, kc, fp, ledger = kernel
+    echo = {"error": {"message": f"Incorrect API key provided: {KEY}", "type": "x", "code": "y"}}
+    fp.script(*[status(500, body=echo)] * 3, status(401, body=echo))
+    cells = (
+        "%xmode Verbose",
+        "import llm_magic as lm\nlm.complete('Hi', model='gpt-4o', max_tokens=5)",
+        "%%llm -m gpt-4o\nHi",
+        "import os; os.environ['OPENAI_API_BASE'] = "
+        + repr(refused_url() + "/v1")
+        + "; lm.complete('Hi', model='gpt-4o', max_tokens=5)",
+        "%xmode Context",
+    )
+    messages: list[dict[str, Any]] = []
+    for code in cells:
+        msg_id = kc.execute(code)
+        while True:
+            msg = kc.get_iopub_msg(timeout=60)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            messages.append(msg)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+    everything = json.dumps([m["content"] for m in messages])
+    tracebacks = re.sub(
+        r"\x1b\[[0-9;]*m",  # no colours
+        "",
+        "\n".join(
+            "\n".join(m["content"]["traceback"]) for m in messages if m["msg_type"] == "error"
+        ),
+    )
+    assert "ServerError" in tracebacks and "ConnectionFailed" in tracebacks  # both failed…
+    assert "in stream_chat(" in tracebacks and "api_key=" in tracebacks  # …verbosely
+    assert "AuthError" in everything and "Incorrect API key provided" in everything  # the cell
+    assert KEY not in everything  # and the key nowhere
