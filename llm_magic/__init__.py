@@ -65,13 +65,20 @@ def __getattr__(name: str) -> Any:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext llm_magic``: register ``%llm``/``%%llm`` (nothing heavy is imported)."""
+    """``%load_ext llm_magic``: register ``%llm``/``%%llm`` (nothing heavy is imported here).
+
+    In a Jupyter kernel it also begins the slow one-time set-up in background threads
+    (importing litellm; starting the local model when it is the default), so the first cell
+    answers sooner; ``LLM_MAGIC_WARM_UP=0`` turns that off."""
+    from . import _warmup
     from .magics import LLMMagics
 
     magics = LLMMagics(shell=ipython)
     ipython.register_magics(magics)
     if magics not in ipython.configurables:
         ipython.configurables.append(magics)
+    if _warmup.wanted(ipython):
+        _warmup.begin(magics.default_model)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

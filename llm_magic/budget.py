@@ -15,7 +15,7 @@ from .config import Settings
 from .pricing import Price
 from .store import Ledger, utcnow
 
-__all__ = ["BudgetWarning", "Verdict", "check_daily", "worst_case_cost", "usd"]
+__all__ = ["BudgetWarning", "Verdict", "check_daily", "crossed", "worst_case_cost", "usd"]
 
 
 def usd(amount: float) -> str:
@@ -72,6 +72,26 @@ def check_daily(cfg: Settings, book: Ledger, model: str) -> Verdict:
             warnings.warn(note, BudgetWarning, stacklevel=3)
             return Verdict("ok", spent, budget, note)
     return Verdict("ok", spent, budget)
+
+
+def crossed(cfg: Settings, book: Ledger, spent_before: float, cost: float) -> str | None:
+    """After a call: the alert note if its ``cost`` took today's spend from below the alert
+    threshold to at or above it (straight past 100% too), once a day, like ``check_daily``'s."""
+    budget = cfg.daily_budget_usd
+    if budget is None or not cost or cost != cost:  # no budget, free, or NaN (price unknown)
+        return None
+    line = cfg.budget_alert_threshold * budget
+    spent = spent_before + cost
+    if not spent_before < line <= spent:
+        return None
+    key = (str(book.path), utcnow().date().isoformat())
+    with _lock:
+        if key in _alerted:
+            return None
+        _alerted.add(key)
+    note = f"Budget alert: ${spent:.4f} spent today, {spent / budget:.0%} of {usd(budget)}"
+    warnings.warn(note, BudgetWarning, stacklevel=4)
+    return note
 
 
 def worst_case_cost(price: Price | None, input_tokens: int, max_tokens: int) -> float | None:

@@ -136,16 +136,31 @@ def _one(
     stop: threading.Event,
     cfg: Settings | None,
     book: Ledger | None,
+    waited_s: float = 0.0,
 ) -> Outcome:
     model = str(request.model)
     # The embedded model serves one request at a time: queue its calls here, so that each
     # call's time to first token is the model's own, not time spent waiting behind another.
-    gate = _local_gate if model == "local" else contextlib.nullcontext()
+    gate = _local_gate if _is_local(model, book) else contextlib.nullcontext()
     with gate:
-        return _drive(model, repeat, _execute(request, cfg, book), on_chunk, stop)
+        gen = _execute(request, cfg, book, waited_s=waited_s)
+        return _drive(model, repeat, gen, on_chunk, stop)
 
 
 _local_gate = threading.Lock()
+
+
+def _is_local(model: str, book: Ledger | None) -> bool:
+    """``local``, or an alias of it (``%llm alias smollm2-b local``)."""
+    if model == "local":
+        return True
+    from .models import all_aliases
+    from .store import ledger
+
+    try:
+        return all_aliases(book if book is not None else ledger()).get(model) == "local"
+    except errors.LLMError:
+        return False
 
 
 def _drive(
@@ -185,14 +200,16 @@ def run_concurrently(
     stop: threading.Event | None = None,
     cfg: Settings | None = None,
     book: Ledger | None = None,
+    waited_s: float = 0.0,
 ) -> list[Outcome]:
-    """Run every request at once (at most ``concurrency`` in flight); outcomes in input order."""
+    """Run every request at once (at most ``concurrency`` in flight); outcomes in input order.
+    ``waited_s``: set-up already waited for on their behalf (counted in each call's setup_s)."""
     stop = stop or threading.Event()
     width = max(1, min(concurrency or 8, len(requests)))
     outcomes: dict[int, Outcome] = {}
     with ThreadPoolExecutor(max_workers=width, thread_name_prefix="llm-compare") as pool:
         futures = {
-            pool.submit(_one, req, repeat, on_chunk, stop, cfg, book): i
+            pool.submit(_one, req, repeat, on_chunk, stop, cfg, book, waited_s): i
             for i, (req, repeat) in enumerate(requests)
         }
         try:

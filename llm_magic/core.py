@@ -9,6 +9,7 @@ No IPython here: this works in a plain script.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
@@ -17,15 +18,24 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import budget, errors, gateway, pricing, retry
+from . import budget, errors, gateway, local, pricing, retry
 from .config import Settings, settings
 from .errors import UsageProblem
-from .models import Route, resolve
+from .models import Route, all_aliases, resolve
 from .result import Result
 from .secrets import scrub
 from .store import Ledger, ledger, utcnow
 
-__all__ = ["Request", "complete", "stream", "acomplete", "Stream", "reset_chat", "chats"]
+__all__ = [
+    "Request",
+    "complete",
+    "stream",
+    "acomplete",
+    "Stream",
+    "reset_chat",
+    "chats",
+    "get_ready",
+]
 
 DEFAULT_MAX_TOKENS = {"standard": 2048, "tools": 1024, "generate": 4096}
 CONTEXT_SHARE = 0.8  # over this share of the context window, old chat turns are dropped
@@ -113,6 +123,29 @@ def _fit_context(
     return messages, tokens
 
 
+def _noop(_message: str) -> None:
+    pass
+
+
+def get_ready(name: str, book: Ledger, say: Callable[[str], None] = _noop) -> None:
+    """The one-time set-up a call to ``name`` needs before it can be sent (import litellm; for
+    the local model, start its server and load its tokenizer), saying each step through ``say``
+    as it begins. Instant once done (or done in the background since ``%load_ext``)."""
+    if not gateway.loaded():
+        say("loading providers…")
+        gateway._litellm()
+    if all_aliases(book).get(name, name) != local.LOCAL_ALIAS:
+        return
+    if not local.server().running():
+        say("starting the local model…")
+        with contextlib.suppress(errors.LLMError):  # resolve() reports it, in its place
+            local.server().url()
+    if not local.tokenizer_loaded():
+        say("loading the local tokenizer…")
+        with contextlib.suppress(Exception):  # token counts fall back to an estimate
+            local._tokenizer()
+
+
 class _Call:
     """One call: one model, possibly several HTTP attempts, and exactly one ledger row."""
 
@@ -129,6 +162,7 @@ class _Call:
         prompt: str,
         store_text: bool,
         notes: list[str],
+        prepared_at: float,
     ) -> None:
         self.route = route
         self.req = req
@@ -142,7 +176,8 @@ class _Call:
         self.store_text = store_text
         self.notes = notes
         self.ts_start = utcnow()
-        self.t0 = time.perf_counter()
+        self.t0 = time.perf_counter()  # latency and TTFT are the provider's: counted from here
+        self.setup_s = max(0.0, self.t0 - prepared_at)  # waited before it could be sent
         self.ttft: float | None = None
         self.parts: list[str] = []
         self.attempts = 0
@@ -178,6 +213,11 @@ class _Call:
         ttft = self.ttft if self.ttft is not None else math.nan
         req = self.req
         message = scrub(str(err)) if err is not None else None
+        finish = self.usage.finish_reason if self.usage is not None else None
+        if status == "error":
+            finish = "error"
+        elif status != "ok":
+            finish = None  # refused (never sent) or interrupted (the provider never said)
         book.record(
             {
                 "call_id": self.call_id,
@@ -211,6 +251,8 @@ class _Call:
                 "prompt": scrub(self.prompt, keylike=False) if self.store_text else None,
                 "response": scrub(self.text, keylike=False) if self.store_text else None,
                 "error_message": message,
+                "finish_reason": finish,
+                "setup_s": self.setup_s,
             }
         )
         return Result(
@@ -230,6 +272,9 @@ class _Call:
             usage_source=source,
             error=message,
             notes=list(self.notes),
+            finish_reason=finish,
+            setup_s=self.setup_s,
+            max_tokens=self.max_tokens,
         )
 
 
@@ -240,9 +285,20 @@ def _sleep(seconds: float) -> None:
 
 
 def _execute(
-    req: Request, cfg: Settings | None = None, book: Ledger | None = None
+    req: Request,
+    cfg: Settings | None = None,
+    book: Ledger | None = None,
+    *,
+    status: Callable[[str], None] | None = None,
+    waited_s: float = 0.0,
 ) -> Generator[str, None, Result]:
-    """Run one request; yields text chunks, returns the Result; raises ProviderError on failure."""
+    """Run one request; yields text chunks, returns the Result; raises ProviderError on failure.
+
+    ``status`` hears what the call is doing before its first chunk (one-time set-up, then
+    waiting for the model); ``waited_s`` is set-up the caller already did on its behalf, counted
+    in the call's ``setup_s``."""
+    prepared_at = time.perf_counter() - waited_s
+    say = status or _noop
     req.validate()
     cfg = cfg or settings()
     book = book if book is not None else ledger(cfg.ledger)  # not bool(): a COUNT(*)
@@ -265,6 +321,9 @@ def _execute(
     failed: list[tuple[str, errors.ProviderError]] = []  # every model that failed, in order
     last_result: Result | None = None
     for index, name in enumerate(chain):
+        if index:
+            prepared_at = time.perf_counter()  # a fallback's own set-up
+        get_ready(name, book, say)
         try:
             route = resolve(name, cfg, book)
         except UsageProblem:
@@ -288,6 +347,7 @@ def _execute(
             prompt=prompt_text,
             store_text=store_text,
             notes=notes,
+            prepared_at=prepared_at,
         )
 
         if route.context_window and input_estimate > route.context_window * CONTEXT_SHARE:
@@ -316,6 +376,7 @@ def _execute(
 
         pool = cfg.keys(route.provider) if route.key is not None and not cfg.api_base else None
         limited_keys: set[str] = set()  # the keys that got a 429 during this call
+        say(f"waiting for {route.model}…")
         while True:
             call.attempts += 1
             if pool is not None and call.attempts > 1:
@@ -412,6 +473,9 @@ def _execute(
             if fallback_from is not None:
                 notes.append(f"answered by the next fallback, {route.model}")
             result = call.finish(book, "ok", None)
+            crossed = budget.crossed(cfg, book, verdict.spent, result.cost_usd)
+            if crossed:
+                result.notes.append(crossed)
             _remember(req, new, result)
             return result
     # the fallbacks left were skipped (no key, unknown model): the last failure stands

@@ -1,11 +1,19 @@
-"""Showing a streaming answer in a notebook: ipywidgets Output where a widget front end can
-render it, a display handle updated in place for headless kernels, plain stdout in a terminal.
+"""Showing a streaming answer in a notebook: a display updated in place (``handle``, the
+default in kernels), an ipywidgets Output (``widget``, on request), plain stdout in a terminal.
+
+Whatever streams, what stays in the notebook is ordinary output: the finished answer (or the
+partial one with its note, or the error line) replaces the stream in the same display, as
+``text/markdown`` with a ``text/plain`` twin; a comparison as a static side-by-side HTML table
+with a ``text/plain`` twin, then its table. Nothing left needs a kernel or widget state, so it
+survives save, reopen, ``nbconvert`` and nbviewer. Before the first token a status line says
+what the call is waiting for ("starting the local model…").
 
 Updates are coalesced: at most ``rate`` per second whatever the token rate, plus a last one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sys
@@ -15,23 +23,41 @@ from typing import Any
 
 from .result import Result
 
-__all__ = ["StreamView", "CompareView", "choose_mode", "render_final"]
+__all__ = [
+    "StreamView",
+    "CompareView",
+    "choose_mode",
+    "render_final",
+    "status_bundle",
+    "error_bundle",
+]
 
 _FENCE = re.compile(r"```([\w+-]*)\n(.*?)```", re.S)
 
 
+STATUS_CLASS = "llm-magic-status"  # the status line's HTML class (browser tests look for it)
+COMPARE_CLASS = "llm-magic-compare"  # the comparison table's HTML class
+COLUMN_CLASS = "llm-magic-column"  # each model's answer cell in it
+
+
 def choose_mode(preference: str, shell: Any) -> str:
-    """``widget`` in a kernel (if ipywidgets imports), ``handle`` when asked, ``text`` elsewhere."""
+    """``handle`` in a kernel, ``widget`` or ``handle`` when asked, ``text`` elsewhere."""
     if preference in ("widget", "handle", "text"):
         return preference
     in_kernel = shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
-    if not in_kernel:
-        return "text"
-    try:
-        import ipywidgets  # noqa: F401
-    except ImportError:
-        return "handle"
-    return "widget"
+    return "handle" if in_kernel else "text"
+
+
+def status_bundle(message: str) -> dict[str, str]:
+    """The status line shown before the first token."""
+    line = f"⏳ {message}"
+    html = f'<div class="{STATUS_CLASS}" style="color:#666;font-style:italic">{html_escape(line)}</div>'
+    return {"text/html": html, "text/plain": line}
+
+
+def error_bundle(message: str) -> dict[str, str]:
+    """A failed call with nothing to show: its one line, kept in the notebook."""
+    return {"text/markdown": f"> ⚠️ {html_escape(message)}", "text/plain": message}
 
 
 def render_final(result: Result, fmt: str) -> dict[str, Any]:
@@ -72,24 +98,36 @@ class StreamView:
         self._shown = 0  # characters already written (text mode)
         self._last = 0.0
         self.updates = 0  # how many times the screen was redrawn (for tests and benchmarks)
-        self._out: Any = None
-        self._handle: Any = None
+        self._out: Any = None  # widget mode: the Output the answer streams into
+        self._handle: Any = None  # the display that ends as the finished answer
 
     def __repr__(self) -> str:
         return f"StreamView({self.mode}, {len(self.text)} chars, {self.updates} updates)"
 
-    def start(self, header: str | None = None) -> None:
+    def start(self, status: str | None = "preparing the call…") -> None:
+        """Show the (empty) answer at once, with a status line until the first token."""
         from IPython.display import display
 
         if self.mode == "widget":
             import ipywidgets
 
             self._out = ipywidgets.Output(layout={"border": "1px solid #ddd", "padding": "4px"})
-            display(self._out)
+            self._handle = display(self._out, display_id=True)
+            if status:
+                self.status(status)
         elif self.mode == "handle":
-            self._handle = display({"text/plain": "…"}, raw=True, display_id=True)
-        if header and self.mode == "text":
-            print(header)
+            self._handle = display(status_bundle(status or "…"), raw=True, display_id=True)
+
+    def status(self, message: str) -> None:
+        """Say what the call is waiting for (only before its first token; not in text mode)."""
+        if self.text:
+            return
+        if self.mode == "widget" and self._out is not None:
+            self._out.outputs = (
+                {"output_type": "display_data", "data": status_bundle(message), "metadata": {}},
+            )
+        elif self.mode == "handle" and self._handle is not None:
+            self._handle.update(status_bundle(message), raw=True)
 
     def add(self, chunk: str) -> None:
         self.text += chunk
@@ -109,33 +147,54 @@ class StreamView:
             sys.stdout.flush()
             self._shown = len(self.text)
 
+    def _end(self, bundle: dict[str, Any]) -> None:
+        """The stream's display becomes ordinary output (the widget, if any, is replaced)."""
+        if self._handle is not None:
+            self._handle.update(bundle, raw=True)
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
     def finish(self, result: Result) -> None:
         """Replace the streamed text with the rendered answer (and its notes and footer)."""
-        if len(self.text) != self._shown or self.mode != "text":
-            self._flush()
-        bundle = render_final(result, self.fmt)
-        if self.mode == "widget":
-            self._out.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
-        elif self.mode == "handle":
-            self._handle.update(bundle, raw=True)
-        else:
+        if self.mode == "text":
+            if len(self.text) != self._shown:
+                self._flush()
             tail = [*(f"[{n}]" for n in result.notes), f"[{result.footer()}]"]
             sys.stdout.write("\n" + "\n".join(tail) + "\n")
             sys.stdout.flush()
+            return
+        self.updates += 1
+        self._end(render_final(result, self.fmt))
 
     def fail(self, message: str, partial: Result | None = None) -> None:
-        """Show a one-line error (and keep any partial text on screen)."""
+        """A failed call: its partial text (if any) with the error as a note, or the error line
+        alone. In a kernel it stays in the cell's output; in a terminal it goes to stderr."""
+        if self.mode == "text":
+            if partial is not None and partial.text:
+                self.finish(partial)
+            print(message, file=sys.stderr)
+            return
         if partial is not None and partial.text:
-            self.finish(partial)
-        elif self.mode == "widget" and self._out is not None:
-            self._out.outputs = ()
-        elif self.mode == "handle" and self._handle is not None:
-            self._handle.update({"text/plain": ""}, raw=True)
-        print(message, file=sys.stderr)
+            notes = partial.notes if message in partial.notes else [*partial.notes, message]
+            self.finish(dataclasses.replace(partial, notes=notes))
+        else:
+            self._end(error_bundle(message))
+
+    def discard(self) -> None:
+        """Nothing to show after all (e.g. a usage error): the status line goes."""
+        if self.mode != "text":
+            self._end({"text/plain": ""})
+
+
+def _cell(style: str = "") -> str:
+    return f'style="text-align:left;vertical-align:top;border:1px solid #ddd;padding:4px;{style}"'
 
 
 class CompareView:
-    """Side-by-side columns, one per model, each with a live token count; then a table."""
+    """Side-by-side columns, one per model, each with a live token count; then a table.
+
+    In a kernel the columns are one HTML table updated in place, ending as static HTML."""
 
     def __init__(self, mode: str, models: list[str], rate: float = 30.0) -> None:
         self.mode = mode
@@ -144,11 +203,14 @@ class CompareView:
         self.texts = {m: "" for m in models}
         self.chunks = {m: 0 for m in models}
         self.done: dict[str, str] = {}
+        self.results: dict[str, Result] = {}
+        self._status: str | None = None
         self._dirty: set[str] = set()
         self._last = 0.0
         self.updates = 0
         self._cols: dict[str, tuple[Any, Any]] = {}
-        self._handles: dict[str, Any] = {}
+        self._handle: Any = None
+        self._box: Any = None
 
     def __repr__(self) -> str:
         return f"CompareView({self.mode}, {len(self.models)} models, {self.updates} updates)"
@@ -157,9 +219,10 @@ class CompareView:
         state = self.done.get(model, "streaming…" if self.chunks[model] else "waiting…")
         return f"{model} · ~{self.chunks[model]} tokens · {state}"
 
-    def start(self) -> None:
+    def start(self, status: str | None = None) -> None:
         from IPython.display import display
 
+        self._status = status
         if self.mode == "widget":
             import ipywidgets as w
 
@@ -169,14 +232,41 @@ class CompareView:
                 out = w.Output(layout={"border": "1px solid #ddd", "padding": "4px"})
                 self._cols[m] = (head, out)
                 columns.append(w.VBox([head, out], layout={"flex": "1 1 0", "min_width": "0"}))
-            display(w.HBox(columns, layout={"width": "100%"}))
+            self._box = w.HBox(columns, layout={"width": "100%"})
+            self._handle = display(self._box, display_id=True)
         elif self.mode == "handle":
-            for m in self.models:
-                self._handles[m] = display(
-                    {"text/plain": self._header(m)}, raw=True, display_id=True
-                )
+            self._handle = display(self.bundle(), raw=True, display_id=True)
         else:
             print(f"Comparing {', '.join(self.models)} …", flush=True)
+
+    def status(self, message: str | None) -> None:
+        """A line above the columns saying what they wait for (``None`` removes it)."""
+        self._status = message
+        if self.mode == "handle" and self._handle is not None:
+            self._handle.update(self.bundle(), raw=True)
+
+    def bundle(self) -> dict[str, str]:
+        """The columns as static side-by-side HTML, and a ``text/plain`` twin."""
+        width = f"{100 / max(1, len(self.models)):.2f}%"
+        heads, cells, plain = [], [], []
+        for m in self.models:
+            result = self.results.get(m)
+            text = result.text if result is not None else self.texts[m]
+            extra = [*result.notes, result.footer()] if result is not None else []
+            heads.append(f"<th {_cell(f'width:{width}')}>{html_escape(self._header(m))}</th>")
+            tail = "".join(f"<br><small>{html_escape(x)}</small>" for x in extra)
+            body = f'<div style="white-space:pre-wrap">{html_escape(text)}</div>'
+            cells.append(f'<td class="{COLUMN_CLASS}" {_cell()}>{body}{tail}</td>')
+            plain.append("\n".join([f"=== {self._header(m)} ===", text, *extra]))
+        status = ""
+        if self._status and len(self.done) < len(self.models):
+            status = status_bundle(self._status)["text/html"]
+            plain.insert(0, f"⏳ {self._status}")
+        html = (
+            f'{status}<table class="{COMPARE_CLASS}" style="width:100%;table-layout:fixed;'
+            f'border-collapse:collapse"><tr>{"".join(heads)}</tr><tr>{"".join(cells)}</tr></table>'
+        )
+        return {"text/html": html, "text/plain": "\n\n".join(plain)}
 
     def add(self, model: str, chunk: str) -> None:
         self.texts[model] += chunk
@@ -191,18 +281,15 @@ class CompareView:
         if not self._dirty:
             return
         self.updates += 1
-        for m in sorted(self._dirty):
-            self._render(m)
+        if self.mode == "handle":
+            self._status = None  # tokens are arriving: nothing is waited for any more
+            self._handle.update(self.bundle(), raw=True)
+        elif self.mode == "widget":
+            for m in sorted(self._dirty):
+                head, out = self._cols[m]
+                head.value = f"<b>{html_escape(self._header(m))}</b>"
+                out.outputs = ({"output_type": "stream", "name": "stdout", "text": self.texts[m]},)
         self._dirty.clear()
-
-    def _render(self, model: str) -> None:
-        if self.mode == "widget":
-            head, out = self._cols[model]
-            head.value = f"<b>{html_escape(self._header(model))}</b>"
-            out.outputs = ({"output_type": "stream", "name": "stdout", "text": self.texts[model]},)
-        elif self.mode == "handle":
-            text = f"{self._header(model)}\n{self.texts[model]}"
-            self._handles[model].update({"text/plain": text}, raw=True)
 
     def finish_one(self, model: str, result: Result | None, error: str | None) -> None:
         """One model is done: its final text (or error) replaces the stream in its column."""
@@ -210,6 +297,7 @@ class CompareView:
             self.texts[model] = result.text
             self.chunks[model] = result.output_tokens
             self.done[model] = result.status if not error else f"{result.status}: {error}"
+            self.results[model] = result
         else:
             self.done[model] = f"error: {error}"
         if self.mode == "text":
@@ -221,14 +309,31 @@ class CompareView:
             _, out = self._cols[model]
             bundle = render_final(result, "markdown")
             out.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
-        elif result is not None and self.mode == "handle":
-            bundle = render_final(result, "markdown")
-            md = f"**{self._header(model)}**\n\n{bundle['text/markdown']}"
-            self._handles[model].update({"text/markdown": md, "text/plain": result.text}, raw=True)
+
+    def discard(self) -> None:
+        """Nothing to compare after all (e.g. a usage error): the columns go."""
+        if self._handle is not None:
+            self._handle.update({"text/plain": ""}, raw=True)
+            self._handle = None
+        self.close()
+
+    def close(self) -> None:
+        """The columns become static HTML in the notebook (a widget box is replaced)."""
+        self._status = None
+        if self._handle is not None:
+            self._handle.update(self.bundle(), raw=True)
+        if self._box is not None:
+            for column in self._box.children:
+                for part in column.children:
+                    part.close()
+                column.close()
+            self._box.close()
+            self._box = None
 
     def finish(self, table: Any) -> None:
         from IPython.display import display
 
+        self.close()
         if "error" in table and table["error"].isna().all():
             table = table.drop(columns="error")
         table = table.round({"ttft_s": 2, "latency_s": 2, "output_tps": 1, "cost_usd": 6})

@@ -17,6 +17,7 @@ import os
 import re
 import threading
 import time
+import warnings
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -39,9 +40,28 @@ __all__ = [
 _lock = threading.Lock()
 _module: Any = None
 
+# Warnings that importing litellm (and pydantic building litellm's types) prints: noise about
+# library internals, not for users' cells. Filtered by the module that warns, so a user's own
+# warnings, and pydantic's about the user's own models, still show.
+_QUIET_MODULES = r"(litellm|tiktoken|tokenizers|huggingface_hub)(\..*)?$"
+_QUIET_PYDANTIC = r".*(ReadOnly`? qualifier|shadows an attribute in parent|protected namespace)"
+
+
+def _quieten_import_warnings() -> None:
+    """Module-scoped filters (not ``catch_warnings``, whose save-and-restore of the global list
+    is unsafe while the import runs in a background thread and the user's cell runs)."""
+    warnings.filterwarnings("ignore", module=_QUIET_MODULES)
+    warnings.filterwarnings("ignore", message=_QUIET_PYDANTIC, module=r"pydantic(\..*)?$")
+
+
+def loaded() -> bool:
+    """Whether litellm is imported already (then a call has nothing to wait for)."""
+    return _module is not None
+
 
 def _litellm() -> Any:
-    """Import and quieten litellm once: bundled price map, no banners, no debug logging."""
+    """Import and quieten litellm once: bundled price map, no banners, no debug logging, none
+    of its import-time warnings."""
     global _module
     if _module is not None:
         return _module
@@ -50,6 +70,7 @@ def _litellm() -> Any:
             # Offline-safe: use the price map bundled with the pinned version.
             os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             os.environ.setdefault("LITELLM_LOG", "ERROR")
+            _quieten_import_warnings()
             import litellm
 
             litellm.suppress_debug_info = True
@@ -72,12 +93,14 @@ def litellm_version() -> str:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token usage at the end of a stream; ``reported`` is False when litellm had to estimate."""
+    """Token usage at the end of a stream; ``reported`` is False when litellm had to estimate.
+    ``finish_reason`` is why the answer ended, as the provider said (``length``: max_tokens)."""
 
     input_tokens: int
     output_tokens: int
     reported: bool
     model: str | None = None  # the model the provider (or a proxy) says answered
+    finish_reason: str | None = None
 
 
 def provider_of(model: str) -> str:
@@ -177,7 +200,9 @@ def stream_chat(
     timeout: float = 600.0,
     first_byte_timeout: float | None = None,
 ) -> Generator[str | Usage, None, None]:
-    """Stream one chat completion: yields text chunks, then one :class:`Usage`.
+    """Stream one chat completion: yields text chunks, then one :class:`Usage` (with the
+    finish reason, which OpenAI-style streams carry on the last choice chunk and litellm maps
+    Anthropic's ``stop_reason`` onto: ``max_tokens`` → ``length``).
 
     Raises :mod:`llm_magic.errors` types only, with no exception chain behind them (the
     provider's exception can carry the request, key included). ``max_tokens`` is mandatory:
@@ -208,12 +233,14 @@ def stream_chat(
         response = litellm.completion(**kwargs, **_credentials(api_key, api_base))
         final_usage = None
         answered_by = None
+        finish: str | None = None
         for chunk in response:
             answered_by = getattr(chunk, "model", None) or answered_by
             usage = getattr(chunk, "usage", None)
             if usage is not None:
                 final_usage = usage
             for choice in getattr(chunk, "choices", None) or ():
+                finish = getattr(choice, "finish_reason", None) or finish
                 delta = getattr(choice, "delta", None)
                 text = getattr(delta, "content", None) if delta is not None else None
                 if text:
@@ -222,13 +249,13 @@ def stream_chat(
         reported = any(
             getattr(c, "usage", None) is not None for c in getattr(response, "chunks", ())
         )
-        if final_usage is not None:
-            yield Usage(
-                int(getattr(final_usage, "prompt_tokens", 0) or 0),
-                int(getattr(final_usage, "completion_tokens", 0) or 0),
-                reported,
-                str(answered_by) if answered_by else None,
-            )
+        yield Usage(
+            int(getattr(final_usage, "prompt_tokens", 0) or 0),
+            int(getattr(final_usage, "completion_tokens", 0) or 0),
+            reported and final_usage is not None,
+            str(answered_by) if answered_by else None,
+            str(finish) if finish else None,
+        )
     except errors.LLMError:
         raise
     except KeyboardInterrupt:

@@ -75,6 +75,11 @@ def _tokenizer() -> Any:
         return _vocab
 
 
+def tokenizer_loaded() -> bool:
+    """Whether SmolLM2's tokenizer is loaded in this process already."""
+    return _vocab is not None
+
+
 def count_text(text: str) -> int:
     """Tokens of ``text`` as SmolLM2 tokenizes it (no BOS: the model's answers carry none)."""
     if not text:
@@ -195,6 +200,10 @@ class LocalServer:
         self.url()
         return self.status()
 
+    def running(self) -> bool:
+        """Whether a server is up for this process now (never starts or waits for one)."""
+        return self._running() or self._read_state() is not None
+
     def status(self) -> Status:
         if self._running():
             return Status(True, self._url, self._pid, self._proc is not None)
@@ -293,6 +302,9 @@ class LocalServer:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C in the kernel must not kill the server
             )
+        # Started in the background by %load_ext, it may still be starting when the kernel
+        # exits: then nothing else would stop it (stop() waits for the lock this start holds).
+        atexit.register(_kill_if_starting, proc, self)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -319,6 +331,11 @@ class LocalServer:
             atexit.register(self.stop)
             self._atexit = True
         return url
+
+
+def _kill_if_starting(proc: subprocess.Popen[bytes], owner: LocalServer) -> None:
+    if owner._proc is not proc and proc.poll() is None:
+        proc.kill()
 
 
 _server = LocalServer()

@@ -10,6 +10,8 @@ import argparse
 import dataclasses
 import keyword
 import shlex
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -202,9 +204,7 @@ class LLMMagics(Magics):
         if args.model:
             model = args.model.strip()
         elif args.task:
-            from .comparison import route_for_task
-
-            model = route_for_task(args.task)
+            model = ""  # the routing table picks it, below (it needs litellm: seconds, once)
         else:
             model = (self.default_model or "").strip()
         if "," in model:
@@ -218,13 +218,26 @@ class LLMMagics(Magics):
                 return self._run_compare(args, prompt, models)
             model = models[0]  # "-m gpt-4o," is one model: an ordinary call
         request = self._request(args, prompt, model)
-        mode = choose_mode(self.display_mode, self.shell)
-        view = StreamView(mode, args.format, self.updates_per_second)
-        result = None
         try:
             request.validate()
-            gen = _execute(request, self.settings(), self.book())
-            view.start()
+        except errors.UsageProblem as exc:
+            raise UsageError(str(exc)) from None
+        # Something visible at once: the slow parts (opening the ledger, importing litellm,
+        # starting the local model) say what they are doing on the status line.
+        view = StreamView(
+            choose_mode(self.display_mode, self.shell), args.format, self.updates_per_second
+        )
+        view.start()
+        result = None
+        try:
+            if args.task and not args.model:
+                from . import gateway
+                from .comparison import route_for_task
+
+                if not gateway.loaded():
+                    view.status("loading providers…")
+                request.model = route_for_task(args.task)
+            gen = _execute(request, self.settings(), self.book(), status=view.status)
             while True:
                 try:
                     chunk = next(gen)
@@ -243,10 +256,16 @@ class LLMMagics(Magics):
             result = stop.result
             view.finish(result)
         except errors.UsageProblem as exc:
+            view.discard()
             raise UsageError(str(exc)) from None
+        except UsageError:
+            view.discard()
+            raise
         except errors.ProviderError as exc:
             result = getattr(exc, "result", None)
             view.fail(f"{type(exc).__name__}: {exc}", result)
+        except KeyboardInterrupt:  # during the set-up: nothing was sent, nothing recorded
+            view.fail("Interrupted before the request was sent")
         if args.out and result is not None:
             shell.user_ns[args.out] = result
         return None
@@ -278,7 +297,7 @@ class LLMMagics(Magics):
         import pandas as pd
 
         from .comparison import TABLE_COLUMNS, Outcome, run_concurrently
-        from .core import _bounded_max_tokens
+        from .core import _bounded_max_tokens, get_ready
         from .display import CompareView
         from .models import resolve
 
@@ -286,21 +305,37 @@ class LLMMagics(Magics):
             raise UsageError("List each model once in -m (lm.compare(..., repeats=n) repeats them)")
         if args.chat:
             raise UsageError("--chat keeps one conversation: use it with a single -m MODEL")
-        cfg, book = self.settings(), self.book()
         jobs = [(self._request(args, prompt, m), 0) for m in models]
         try:
             for request, _ in jobs:
                 request.validate()
-                route = resolve(
-                    str(request.model), cfg, book
-                )  # unknown model, no key: nothing sent
-                if request.max_tokens is not None:  # more than the model can write: nothing sent
-                    _bounded_max_tokens(route, request, request.max_tokens, True, [])
         except errors.UsageProblem as exc:
             raise UsageError(str(exc)) from None
         view = CompareView(
             choose_mode(self.display_mode, self.shell), models, self.updates_per_second
         )
+        view.start("preparing the calls…")
+        began = time.perf_counter()
+        try:
+            cfg, book = self.settings(), self.book()
+            for m in models:  # the one-time set-up, said on the status line as it happens
+                get_ready(m, book, view.status)
+            for request, _ in jobs:
+                route = resolve(str(request.model), cfg, book)  # unknown model, no key: nothing sent
+                if request.max_tokens is not None:  # more than the model can write: nothing sent
+                    _bounded_max_tokens(route, request, request.max_tokens, True, [])
+        except errors.UsageProblem as exc:
+            view.discard()
+            raise UsageError(str(exc)) from None
+        except UsageError:
+            view.discard()
+            raise
+        except KeyboardInterrupt:
+            view.discard()
+            print("Interrupted before the requests were sent", file=sys.stderr)
+            return None
+        waited = time.perf_counter() - began  # every call waited for this set-up
+        view.status("waiting for the first tokens…")
         events: queue.Queue[tuple[Any, ...]] = queue.Queue()
         stop = threading.Event()
         box: dict[str, list[Outcome]] = {}
@@ -314,13 +349,13 @@ class LLMMagics(Magics):
                     stop=stop,
                     cfg=cfg,
                     book=book,
+                    waited_s=waited,
                 )
             finally:
                 events.put(("end",))
 
         worker = threading.Thread(target=work, name="llm-compare", daemon=True)
         worker.start()
-        view.start()
         wait = view.interval or 0.05
         while True:
             try:
@@ -341,6 +376,7 @@ class LLMMagics(Magics):
         worker.join()
         frame = pd.DataFrame([o.row() for o in box.get("outcomes", [])])
         if frame.empty:
+            view.close()
             return None
         view.finish(frame.set_index("model")[TABLE_COLUMNS[1:] + ["error"]])
         if args.out:

@@ -6,7 +6,9 @@ import html
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["Result"]
+__all__ = ["Result", "SETUP_SHOWN_S"]
+
+SETUP_SHOWN_S = 0.5  # the footer mentions set-up time above this
 
 
 def _money(value: float) -> str:
@@ -38,9 +40,18 @@ class Result:
     usage_source: str = "provider"
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    finish_reason: str | None = None  # as the provider reported it: stop, length, tool_calls, …
+    setup_s: float = 0.0  # waited before the request could be sent (import, local model start)
+    max_tokens: int | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """The answer stopped because it reached ``max_tokens``."""
+        return self.finish_reason == "length"
 
     def footer(self) -> str:
-        """One line of accounting: model, tokens, cost, latency, TTFT."""
+        """One line of accounting: model, tokens, cost, latency, TTFT (and the set-up waited
+        for, when noticeable; and a cut at max_tokens, with the option that raises it)."""
         parts = [self.model]
         if self.fallback_from:
             parts.append(f"fallback from {self.fallback_from}")
@@ -51,6 +62,11 @@ class Result:
             parts.append(f"{self.latency_s:.2f} s")
         if not math.isnan(self.ttft_s):
             parts.append(f"first token {self.ttft_s:.2f} s")
+        if self.setup_s > SETUP_SHOWN_S:
+            parts.append(f"set-up {self.setup_s:.2f} s before sending")
+        if self.truncated:
+            cap = f" ({self.max_tokens})" if self.max_tokens else ""
+            parts.append(f"stopped at max_tokens{cap}: raise it with --max-tokens N")
         if self.status != "ok":
             parts.append(self.status)
         return " · ".join(parts)

@@ -59,6 +59,8 @@ COLUMNS: list[tuple[str, str]] = [
     ("prompt", "text"),
     ("response", "text"),
     ("error_message", "text"),
+    ("finish_reason", "text"),  # as the provider reported it: stop, length, tool_calls, …
+    ("setup_s", "float"),  # seconds waited before the request could be sent (import, start-up)
 ]
 NAMES = [name for name, _ in COLUMNS]
 STATUSES = ("ok", "error", "interrupted", "refused_budget", "refused_context")
@@ -111,10 +113,40 @@ def _tables() -> dict[str, Any]:
     return _schema
 
 
+# The calls table as schema 1 made it, written out: a released migration never changes, so a
+# column added to COLUMNS later reaches old and new ledgers alike through its own migration.
+_M001_COLUMNS: list[tuple[str, str]] = [
+    ("call_id", "text"), ("trace_id", "text"), ("ts_start", "text"), ("ts_end", "text"),
+    ("requested_model", "text"), ("model", "text"), ("provider", "text"),
+    ("fallback_from", "text"), ("attempts", "int"), ("status", "text"), ("error_type", "text"),
+    ("http_status", "int"), ("input_tokens", "int"), ("output_tokens", "int"),
+    ("usage_source", "text"), ("cost_usd", "float"), ("price_source", "text"),
+    ("latency_s", "float"), ("ttft_s", "float"), ("output_tps", "float"), ("max_tokens", "int"),
+    ("temperature", "float"), ("agent", "text"), ("user", "text"), ("tags", "text"),
+    ("chat", "text"), ("execution_count", "int"), ("key_alias", "text"), ("prompt", "text"),
+    ("response", "text"), ("error_message", "text"),
+]  # fmt: skip
+
+
 def _m001_calls(conn: Connection) -> None:
-    # The calls table as of schema 1 (with its indexes). A later column goes in a later
-    # migration (ALTER TABLE … ADD COLUMN), never here.
-    _tables()["calls"].create(conn)
+    # The calls table as of schema 1 (with its indexes), from its own column list above. A
+    # later column goes in a later migration (ALTER TABLE … ADD COLUMN), never here.
+    from sqlalchemy import Column, Float, Index, Integer, MetaData, Table, Text
+
+    kinds = {"text": Text, "int": Integer, "float": Float}
+    cols = [
+        Column(
+            n, kinds[t](), primary_key=(n == "call_id"), nullable=n not in ("trace_id", "status")
+        )
+        for n, t in _M001_COLUMNS
+    ]
+    Table(
+        "calls",
+        MetaData(),
+        *cols,
+        Index("calls_ts_start", "ts_start"),
+        Index("calls_trace", "trace_id"),
+    ).create(conn)
 
 
 def _m002_prices_aliases(conn: Connection) -> None:
@@ -137,10 +169,20 @@ def _m003_summary_index(conn: Connection) -> None:
     conn.execute(text(f"CREATE INDEX IF NOT EXISTS calls_summary ON calls ({cols})"))
 
 
+def _m004_finish_setup(conn: Connection) -> None:
+    # Why an answer stopped (``length`` = cut at max_tokens) and the set-up a call waited for
+    # before it could be sent (importing litellm, starting the local model).
+    from sqlalchemy import text
+
+    conn.execute(text("ALTER TABLE calls ADD COLUMN finish_reason TEXT"))
+    conn.execute(text("ALTER TABLE calls ADD COLUMN setup_s FLOAT"))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_calls", _m001_calls),
     ("m002_prices_aliases", _m002_prices_aliases),
     ("m003_summary_index", _m003_summary_index),
+    ("m004_finish_setup", _m004_finish_setup),
 ]
 
 _TEXT_COLUMNS = {name for name, kind in COLUMNS if kind == "text"}
@@ -498,7 +540,7 @@ class Ledger:
         for col in ("ts_start", "ts_end"):
             if col in frame:
                 frame[col] = pd.to_datetime(frame[col], utc=True, format="ISO8601")
-        for col in ("cost_usd", "latency_s", "ttft_s", "output_tps", "temperature"):
+        for col in ("cost_usd", "latency_s", "ttft_s", "output_tps", "temperature", "setup_s"):
             if col in frame:
                 frame[col] = frame[col].astype("float64")
         for col in _INT_COLUMNS:

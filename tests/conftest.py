@@ -120,3 +120,30 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         store._ledgers.pop(spec).close()
     with psycopg.connect(plain, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def published(cap) -> list[dict]:  # type: ignore[no-untyped-def]
+    """What reached the front end, in order: (display_id, update?, data)."""
+    return [
+        {"id": (o["transient"] or {}).get("display_id"), "update": o["update"], "data": o["data"]}
+        for o in cap.outputs_raw
+    ]
+
+
+@pytest.fixture
+def front_end(ip):  # type: ignore[no-untyped-def]
+    """The shell's display publisher swapped for IPython's capturing one (as capture_output
+    does), keeping every message with its display id and whether it updates one."""
+    from IPython.core.displaypub import CapturingDisplayPublisher
+
+    class Keep(CapturingDisplayPublisher):
+        def publish(self, data, metadata=None, source=None, *, transient=None, update=False):  # type: ignore[no-untyped-def]
+            self.outputs_raw.append(
+                {"data": data, "metadata": metadata, "transient": transient, "update": update}
+            )
+
+    keep = Keep(shell=ip)
+    keep.outputs_raw = []
+    saved, ip.display_pub = ip.display_pub, keep
+    yield keep
+    ip.display_pub = saved

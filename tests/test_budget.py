@@ -93,3 +93,29 @@ def test_budget_subcommand_shows_spend(ip_ledger, clean_env, capsys) -> None:
     spend(clean_env, 0.25)
     ip_ledger.run_line_magic("llm", "budget 2")
     assert "Spent today: $0.250000 of $2.00 (12%)" in capsys.readouterr().out
+
+
+def test_alert_when_one_call_jumps_from_below_the_threshold_past_the_whole_budget(
+    fp, clean_env, monkeypatch
+) -> None:
+    monkeypatch.setenv("DAILY_BUDGET_USD", "1.00")
+    config.reload_settings()
+    spend(clean_env, 0.77)
+    # gpt-4o output is $10 / 1M tokens: 39,000 tokens cost $0.39, taking spend to 116%
+    fp.script(ok("a long answer", 3, 39_000), ok("b", 3, 1))
+    with pytest.warns(BudgetWarning, match="116% of \\$1.00"):
+        jump = lm.complete("Hi", model="gpt-4o", max_tokens=50_000)
+    assert [n for n in jump.notes if n.startswith("Budget alert")] == [
+        "Budget alert: $1.1600 spent today, 116% of $1.00"
+    ]
+    with pytest.raises(errors.BudgetRefused):  # over budget now: refused, and no second alert
+        lm.complete("Hi", model="gpt-4o", max_tokens=5)
+
+
+def test_no_alert_while_spend_stays_below_the_threshold(fp, clean_env, monkeypatch) -> None:
+    monkeypatch.setenv("DAILY_BUDGET_USD", "1.00")
+    config.reload_settings()
+    spend(clean_env, 0.10)
+    fp.script(ok("a", 3, 1_000))  # $0.01: 11% of the budget
+    result = lm.complete("Hi", model="gpt-4o", max_tokens=2_000)
+    assert not any("Budget alert" in n for n in result.notes)

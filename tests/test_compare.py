@@ -12,6 +12,7 @@ from llm_magic import config
 from llm_magic.comparison import compare, route_for_task
 from llm_magic.display import CompareView
 from llm_magic.result import Result
+from tests.conftest import published
 from tests.fakekeys import fake_key
 from tests.fakeprovider import FakeProvider, ok, refused_url
 
@@ -101,6 +102,26 @@ def test_widget_columns_show_live_token_counts() -> None:
     done = Result(text="hello world", model="a", requested_model="a", output_tokens=2, cost_usd=0.0)
     view.finish_one("a", done, None)
     assert view._cols["a"][1].outputs[0]["data"]["text/markdown"].startswith("hello world")
+
+
+def test_columns_in_a_kernel_end_as_static_side_by_side_html(front_end) -> None:
+    view = CompareView("handle", ["a", "b"], rate=1000)
+    view.start("starting the local model…")
+    view.add("a", "x < y ")
+    view.finish_one("b", None, "ConnectionFailed: down")
+    done = Result(text="x < y done", model="a", requested_model="a", output_tokens=3, cost_usd=0.0)
+    view.finish_one("a", done, None)
+    view.close()
+    steps = published(front_end)
+    assert len({s["id"] for s in steps}) == 1  # one display, updated in place
+    assert "⏳ starting the local model…" in steps[0]["data"]["text/plain"]
+    final = steps[-1]["data"]
+    html = final["text/html"]
+    assert '<table class="llm-magic-compare"' in html and html.count("<td ") == 2
+    assert "a · ~3 tokens · ok" in html and "x &lt; y done" in html  # escaped, static
+    assert "b · ~0 tokens · error: ConnectionFailed: down" in html
+    assert "⏳" not in html and "⏳" not in final["text/plain"]
+    assert "=== a · ~3 tokens · ok ===\nx < y done" in final["text/plain"]
 
 
 def test_task_routing_takes_the_first_model_with_a_key(monkeypatch) -> None:

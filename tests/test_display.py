@@ -9,23 +9,72 @@ import pytest
 from llm_magic import errors
 from llm_magic.display import StreamView, choose_mode, render_final
 from llm_magic.result import Result
+from tests.conftest import published
 
 
 def result(text: str, **kw: object) -> Result:
     return Result(text=text, model="m", requested_model="m", cost_usd=0.0, **kw)  # type: ignore[arg-type]
 
 
-def test_widget_mode_streams_into_an_output_and_ends_as_markdown(capsys) -> None:
+def test_widget_mode_streams_into_an_output_and_ends_as_ordinary_markdown(front_end) -> None:
     view = StreamView("widget", "markdown", rate=1000)
     view.start()
+    out = view._out
     view.add("Hello ")
-    assert view._out.outputs[0]["text"] == "Hello "
+    assert out.outputs[0]["text"] == "Hello "
     view.add("**world**")
     view.finish(result("Hello **world**"))
-    (final,) = view._out.outputs
-    assert final["output_type"] == "display_data"
-    assert final["data"]["text/markdown"].startswith("Hello **world**")
-    assert "<small>m · 0 in / 0 out tokens · $0</small>" in final["data"]["text/markdown"]
+    first, *_, last = published(front_end)
+    assert "application/vnd.jupyter.widget-view+json" in first["data"]  # streamed in a widget
+    assert last["update"] and last["id"] == first["id"]  # …whose display is then replaced
+    assert set(last["data"]) == {"text/markdown", "text/plain"}  # by ordinary output
+    assert last["data"]["text/markdown"].startswith("Hello **world**")
+    assert "<small>m · 0 in / 0 out tokens · $0</small>" in last["data"]["text/markdown"]
+    assert out.comm is None  # the widget is closed: nothing in the notebook refers to it
+
+
+def test_handle_mode_shows_a_status_line_then_the_stream_then_the_answer(front_end) -> None:
+    view = StreamView("handle", "markdown", rate=1000)
+    view.start()
+    view.status("starting the local model…")
+    view.add("Hel")
+    view.status("ignored once text has arrived")
+    view.add("lo")
+    view.finish(result("Hello", finish_reason="length", max_tokens=2))
+    steps = published(front_end)
+    assert len({s["id"] for s in steps}) == 1 and not steps[0]["update"]
+    assert steps[0]["data"]["text/plain"].startswith("⏳")
+    assert 'class="llm-magic-status"' in steps[1]["data"]["text/html"]
+    assert steps[1]["data"]["text/plain"] == "⏳ starting the local model…"
+    assert [s["data"].get("text/plain") for s in steps[2:4]] == ["Hel", "Hello"]
+    md = steps[-1]["data"]["text/markdown"]
+    assert (
+        md.startswith("Hello") and "stopped at max_tokens (2): raise it with --max-tokens N" in md
+    )
+
+
+def test_a_failed_call_leaves_its_line_or_its_partial_text(front_end) -> None:
+    view = StreamView("handle")
+    view.start()
+    view.fail("ConnectionFailed: Ollama is not answering")
+    assert (
+        published(front_end)[-1]["data"]["text/plain"]
+        == "ConnectionFailed: Ollama is not answering"
+    )
+    view = StreamView("handle")
+    view.start()
+    view.add("partial ans")
+    view.fail("StreamInterrupted: response interrupted", result("partial ans", status="error"))
+    md = published(front_end)[-1]["data"]["text/markdown"]
+    assert md.startswith("partial ans") and "> StreamInterrupted: response interrupted" in md
+
+
+def test_auto_mode_is_an_updated_display_in_a_kernel() -> None:
+    class ZMQInteractiveShell:  # what choose_mode looks at: the kind of shell
+        pass
+
+    assert choose_mode("auto", ZMQInteractiveShell()) == "handle"
+    assert choose_mode("widget", ZMQInteractiveShell()) == "widget"
 
 
 def test_auto_mode_is_text_outside_a_kernel() -> None:

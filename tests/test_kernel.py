@@ -30,6 +30,7 @@ def kernel(tmp_path: Path) -> Iterator[tuple[Any, Any, FakeProvider, Path]]:
             "OPENAI_API_KEY": KEY,
             "LLM_MAGIC_LEDGER": str(ledger),
             "LLM_MAGIC_DISPLAY": "handle",
+            "LLM_MAGIC_WARM_UP": "0",  # no local model started in the background here
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         }
         km = KernelManager(kernel_name="python3")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llm_magic.errors import LedgerError
-from llm_magic.store import MIGRATIONS, NAMES, Ledger, utcnow
+from llm_magic.store import COLUMNS, MIGRATIONS, NAMES, Ledger, utcnow
 
 
 def row(**over: object) -> dict[str, object]:
@@ -47,6 +47,56 @@ def test_schema_is_built_from_nothing_by_migrations(ledger_url: str) -> None:
     # opening again applies nothing twice
     again = Ledger(ledger_url)
     assert again.schema_version() == book.schema_version()
+
+
+def test_a_blank_ledger_has_exactly_the_documented_columns(ledger_url: str) -> None:
+    """Every migration from nothing gives the calls table COLUMNS says: names, order, kinds."""
+    from sqlalchemy import Float, Integer, Text, create_engine, inspect
+
+    Ledger(ledger_url)
+    engine = create_engine(ledger_url)
+    found = inspect(engine).get_columns("calls")
+    engine.dispose()
+    kinds = {"text": Text, "int": Integer, "float": Float}
+    assert [c["name"] for c in found] == [name for name, _ in COLUMNS]
+    for column, (name, kind) in zip(found, COLUMNS, strict=True):
+        assert isinstance(column["type"], kinds[kind]), (name, column["type"])
+    assert NAMES[-2:] == ["finish_reason", "setup_s"]
+
+
+def test_a_ledger_of_the_old_schema_upgrades_keeping_its_rows(
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger made by m001–m003 (31 columns, one row) gains the new columns, keeps the row."""
+    from sqlalchemy import create_engine, inspect, text
+
+    from llm_magic import store
+
+    old = [m for m in MIGRATIONS if m[0] < "m004"]
+    assert [name for name, _ in old] == ["m001_calls", "m002_prices_aliases", "m003_summary_index"]
+    monkeypatch.setattr(store, "MIGRATIONS", old)
+    Ledger(ledger_url).close()
+    engine = create_engine(ledger_url)
+    assert len(inspect(engine).get_columns("calls")) == 31  # m001 no longer follows COLUMNS
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO calls (call_id, trace_id, ts_start, status, model, cost_usd, "
+                "response) VALUES ('old1', 't', :ts, 'ok', 'gpt-4o', 0.5, 'kept')"
+            ),
+            {"ts": utcnow().isoformat()},
+        )
+    engine.dispose()
+    monkeypatch.setattr(store, "MIGRATIONS", MIGRATIONS)
+    book = Ledger(ledger_url)
+    assert book.schema_version() == [name for name, _ in MIGRATIONS]
+    book.record(row(finish_reason="length", setup_s=1.5))
+    df = book.df.set_index("call_id")
+    assert df.loc["old1", "response"] == "kept" and df.loc["old1", "cost_usd"] == 0.5
+    assert df.loc["old1", ["finish_reason", "setup_s"]].isna().all()
+    new = df.drop(index="old1").iloc[0]
+    assert (new.finish_reason, new.setup_s) == ("length", 1.5)
+    assert book.cost_today() == pytest.approx(0.75)
 
 
 def test_writes_are_idempotent(ledger_url: str) -> None:

@@ -39,6 +39,10 @@ def test_max_tokens_bounds_the_answer(local_model, clean_env) -> None:
     result = lm.complete("Count from 1 to 100, one per line.", max_tokens=8)
     assert result.output_tokens <= 10
     assert len(result.text) < 100
+    # llama.cpp says why it stopped in its last chunk: the cut is said, with the way out
+    assert result.finish_reason == "length"
+    assert "raise it with --max-tokens N" in result.footer()
+    assert lm.ledger().df.finish_reason.iloc[-1] == "length"
 
 
 def test_chat_keeps_history_and_reset_forgets_it(local_model, ip_ledger, clean_env) -> None:

@@ -87,6 +87,18 @@ What is my name?
 """,
     ),
     ("code", "%llm reset trip"),
+    (
+        "markdown",
+        "An answer cut short by `--max-tokens` says so in its footer, with the option that raises the limit; the ledger's `finish_reason` is `length` (`stop` when the model finished on its own).",
+    ),
+    (
+        "code",
+        """
+%%llm --max-tokens 8 -o short
+Describe the ocean in detail.
+""",
+    ),
+    ("code", "short.finish_reason, short.max_tokens"),
     ("markdown", "The same from Python, in a notebook or a plain script:"),
     (
         "code",
@@ -99,13 +111,13 @@ result
     ),
     (
         "markdown",
-        "## The ledger\nEvery call — failed ones too — is a row with tokens, cost, latency and time to first token.",
+        "## The ledger\nEvery call — failed ones too — is a row with tokens, cost, latency and time to first token (the provider's: the one-time set-up a call waited for before it could be sent, such as starting the local model, is `setup_s`), and why the answer ended (`finish_reason`).",
     ),
     (
         "code",
         """
 df = lm.ledger().df
-df[["ts_start", "model", "status", "input_tokens", "output_tokens", "usage_source", "cost_usd", "latency_s", "ttft_s"]].tail()
+df[["ts_start", "model", "status", "finish_reason", "input_tokens", "output_tokens", "usage_source", "cost_usd", "setup_s", "latency_s", "ttft_s"]].tail()
 """,
     ),
     ("code", "%llm ledger --by agent"),
@@ -125,6 +137,20 @@ models_csv = ",".join(models)
 models
 """
 
+COMPARE_MODELS = """
+import os
+
+import llm_magic as lm
+
+# Real providers join when their key is set; with none, the local model answers twice,
+# under its own name and under the alias made above.
+KEY_OF = {"gpt-4o": "OPENAI_API_KEY", "claude-sonnet-4-5": "ANTHROPIC_API_KEY"}
+keyed = [m for m, key in KEY_OF.items() if os.environ.get(key) or os.environ.get(key + "S")]
+models = ["local"] + (keyed or ["smollm2-b"])
+models_csv = ",".join(models)
+models
+"""
+
 COMPARE = [
     (
         "markdown",
@@ -133,12 +159,24 @@ COMPARE = [
 
 One prompt, several models at once: each streams into its own column with a live token count,
 then a table of time to first token, latency, tokens, tokens/s and cost. With no API key only
-the embedded `local` model answers; set `OPENAI_API_KEY` / `ANTHROPIC_API_KEY` and the same
-cells compare real providers.
+the embedded `local` model answers, so it is compared with itself under a second name;
+set `OPENAI_API_KEY` / `ANTHROPIC_API_KEY` and the same cells compare real providers.
 """,
     ),
     ("code", "%load_ext llm_magic"),
-    ("code", SETUP_MODELS),
+    (
+        "markdown",
+        "A second name for the local model (an alias, kept in the ledger), so that `-m local,smollm2-b` has two columns even with no key:",
+    ),
+    ("code", "%llm alias smollm2-b local"),
+    (
+        "code",
+        """
+%%llm -m local,smollm2-b --max-tokens 48 --agent compare
+Name two things that make the sea salty.
+""",
+    ),
+    ("code", COMPARE_MODELS),
     (
         "markdown",
         "`-m a,b,c` runs every model concurrently (the wall time is the slowest model's, not the sum). `{models_csv}` on the magic line is filled in by IPython.",
@@ -199,9 +237,21 @@ LATENCY = [
 
 Users feel two numbers: how long until the first token appears, and how fast the rest follows.
 Here both are measured per model, several times, with p50 and p95.
+
+These are the providers' figures, not start-up: each model first gets one warm-up call (agent
+`latency-warm-up`, left out below), which pays the one-time set-up (importing litellm, starting
+the local model). The ledger keeps that set-up apart anyway, as `setup_s`: a call's `ttft_s` and
+`latency_s` are counted from the moment its request is sent.
 """,
     ),
     ("code", SETUP_MODELS),
+    (
+        "code",
+        """
+warm = [lm.complete("Hi", model=m, max_tokens=1, agent="latency-warm-up") for m in models]
+[(r.model, round(r.setup_s, 2), round(r.ttft_s, 2)) for r in warm]
+""",
+    ),
     (
         "code",
         """
