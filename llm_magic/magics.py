@@ -321,8 +321,9 @@ class LLMMagics(Magics):
             for m in models:  # the one-time set-up, said on the status line as it happens
                 get_ready(m, book, view.status)
             for request, _ in jobs:
-                route = resolve(str(request.model), cfg, book)  # unknown model, no key: nothing sent
-                if request.max_tokens is not None:  # more than the model can write: nothing sent
+                # unknown model, no key, more than the model can write: nothing sent
+                route = resolve(str(request.model), cfg, book)
+                if request.max_tokens is not None:
                     _bounded_max_tokens(route, request, request.max_tokens, True, [])
         except errors.UsageProblem as exc:
             view.discard()
