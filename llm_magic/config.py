@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .errors import UsageProblem
-from .secrets import Secret, mask_url, register_url
+from .secrets import MaskedURL, Secret, mask_url, register_url
 
 __all__ = [
     "Settings",
@@ -254,10 +254,12 @@ class Settings:
             budget_alert_threshold=_float("BUDGET_ALERT_THRESHOLD", 0.8) or 0.8,
             budget_downgrade_model=env.get("BUDGET_DOWNGRADE_MODEL", "").strip() or None,
             max_cost_per_request_usd=_float("MAX_COST_PER_REQUEST_USD", None),
-            ledger=env.get("LLM_MAGIC_LEDGER", "").strip() or str(default_ledger_path()),
-            api_base=env.get("LLM_MAGIC_API_BASE", "").strip() or None,
+            ledger=MaskedURL(env.get("LLM_MAGIC_LEDGER", "").strip() or str(default_ledger_path())),
+            api_base=MaskedURL(env.get("LLM_MAGIC_API_BASE", "").strip()) or None,
             api_key=Secret(proxy_key, "LLM_MAGIC_API_KEY") if proxy_key else None,
-            ollama_api_base=env.get("OLLAMA_API_BASE", "").strip() or "http://localhost:11434",
+            ollama_api_base=MaskedURL(
+                env.get("OLLAMA_API_BASE", "").strip() or "http://localhost:11434"
+            ),
             timeout_s=_float("LLM_MAGIC_TIMEOUT_S", 120.0) or 120.0,
             store_text=env.get("LLM_MAGIC_STORE_TEXT", "1").strip().lower()
             not in ("0", "false", "no", "off"),

@@ -291,10 +291,9 @@ class LLMMagics(Magics):
         try:
             for request, _ in jobs:
                 request.validate()
-                route = resolve(
-                    str(request.model), cfg, book
-                )  # unknown model, no key: nothing sent
-                if request.max_tokens is not None:  # more than the model can write: nothing sent
+                # an unknown model, a missing key, more tokens than it can write: nothing sent
+                route = resolve(str(request.model), cfg, book)
+                if request.max_tokens is not None:
                     _bounded_max_tokens(route, request, request.max_tokens, True, [])
         except errors.UsageProblem as exc:
             raise UsageError(str(exc)) from None
