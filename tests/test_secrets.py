@@ -166,3 +166,20 @@ def test_a_key_in_the_proxy_url_shows_nowhere(fp, ip_ledger, clean_env, monkeypa
     text = re.sub(r"\x1b\[[0-9;]*m", "", shown.out + shown.err)
     assert "in stream_chat(" in text and "proxyuser:***@127.0.0.1" in text
     assert KEY not in text
+
+
+def test_a_bad_setting_beside_a_proxy_key_shows_no_key(ip_ledger, monkeypatch, capsys) -> None:
+    """Reading the settings fails on a bad number while the proxy key is being read too: the
+    verbose traceback of ``lm.complete`` shows the settings code, not the key."""
+    monkeypatch.setenv("LLM_MAGIC_API_KEY", KEY)
+    monkeypatch.setenv("DAILY_BUDGET_USD", "-5")
+    monkeypatch.setattr(config, "_settings", None)
+    ip_ledger.run_line_magic("xmode", "Verbose")
+    try:
+        with pytest.raises(lm.errors.UsageProblem, match="DAILY_BUDGET_USD='-5'"):
+            ip_ledger.run_cell("import llm_magic as lm\nlm.complete('Hi', model='gpt-4o')")
+    finally:
+        ip_ledger.run_line_magic("xmode", "Context")
+        monkeypatch.delenv("DAILY_BUDGET_USD")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    assert "Settings.from_env(" in text and KEY not in text
