@@ -449,25 +449,22 @@ def _bounded_max_tokens(
     return most
 
 
-def _env_for_base(route: Route, cfg: Settings) -> str:
-    """The setting that holds ``route``'s base URL."""
-    if route.via_proxy:
-        return "LLM_MAGIC_API_BASE"
-    if route.provider == "local":
-        return "the local model (%llm local status)"
-    return cfg.key_env_name(route.provider).replace("_API_KEY", "_API_BASE")
-
-
 def _name_the_url(err: errors.ProviderError, route: Route, cfg: Settings) -> errors.ProviderError:
     """A connection failure or a 404, saying which URL failed and which setting to fix."""
-    where = _env_for_base(route, cfg)
-    if isinstance(err, errors.NotFound):
-        message = (
-            f"{route.model}: HTTP 404 from {err.url or 'the provider'} ({err}): check the model "
-            f"name, and {where} (an OpenAI-compatible base URL usually ends in /v1)"
-        )
+    if route.via_proxy:
+        where = "LLM_MAGIC_API_BASE"
     else:
-        message = f"{route.model}: {err}: check {where} (scheme, host and port) and the network"
+        where = cfg.key_env_name(route.provider).replace("_API_KEY", "_API_BASE")
+    if route.provider == "local":
+        fix = "check the local model with %llm local status (start it with %llm local start)"
+    elif isinstance(err, errors.NotFound):
+        fix = f"check the model name, and {where} (an OpenAI-compatible base URL ends in /v1)"
+    else:
+        fix = f"check {where} (scheme, host and port) and the network"
+    if isinstance(err, errors.NotFound):
+        message = f"{route.model}: HTTP 404 from {err.url or 'the provider'} ({err}): {fix}"
+    else:
+        message = f"{route.model}: {err}: {fix}"
     return type(err)(message, status=err.status, model=route.model, url=err.url)
 
 
