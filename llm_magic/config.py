@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .errors import UsageProblem
-from .secrets import Secret, mask_url, register_url
+from .secrets import MaskedURL, Secret, mask_url, register_url
 
 __all__ = [
     "Settings",
@@ -188,7 +188,28 @@ class KeyPool:
             return bool(self._free(time.monotonic()))
 
 
+def _text(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
+def _register_urls() -> None:
+    for name, value in os.environ.items():
+        if name in ("LLM_MAGIC_LEDGER", "OLLAMA_API_BASE") or name.endswith(
+            ("_API_BASE", "_BASE_URL")
+        ):
+            register_url(value.strip())
+
+
+def _secret_env(name: str) -> Secret | None:
+    """The key in variable ``name`` as a :class:`Secret` (no caller holds the raw value)."""
+    value = os.environ.get(name, "").strip()
+    return Secret(value, name) if value else None
+
+
 def _keys_for(provider: str) -> KeyPool:
+    strategy = os.environ.get("LLM_MAGIC_KEY_STRATEGY", "round_robin").strip().lower()
+    if strategy not in ("round_robin", "lru"):  # checked before any key is read
+        raise UsageProblem(f"LLM_MAGIC_KEY_STRATEGY={strategy!r}: use round_robin or lru")
     prefix = KEY_PREFIX.get(provider, provider.upper())
     values: list[str] = []
     many = os.environ.get(f"{prefix}_API_KEYS", "")
@@ -200,9 +221,6 @@ def _keys_for(provider: str) -> KeyPool:
     secrets = [
         Secret(v, f"{name}#{i + 1}" if len(values) > 1 else name) for i, v in enumerate(values)
     ]
-    strategy = os.environ.get("LLM_MAGIC_KEY_STRATEGY", "round_robin").strip().lower()
-    if strategy not in ("round_robin", "lru"):
-        raise UsageProblem(f"LLM_MAGIC_KEY_STRATEGY={strategy!r}: use round_robin or lru")
     return KeyPool(provider, secrets, strategy)
 
 
@@ -239,27 +257,23 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
+        # No local here holds os.environ or a key: a verbose traceback of a bad value below
+        # prints the variables of the failing statement, and the environment holds the keys.
         _load_dotenv()
-        env = os.environ
-        proxy_key = env.get("LLM_MAGIC_API_KEY", "").strip()
-        for name in ("LLM_MAGIC_LEDGER", "LLM_MAGIC_API_BASE", "OLLAMA_API_BASE"):
-            register_url(env.get(name, "").strip())  # their secrets are scrubbed from errors
-        for name in env:
-            if name.endswith(("_API_BASE", "_BASE_URL")):
-                register_url(env[name])
+        _register_urls()  # their passwords are scrubbed from errors
         return cls(
-            default_model=env.get("DEFAULT_MODEL", "").strip() or "local",
+            default_model=_text("DEFAULT_MODEL") or "local",
             fallback_models=_list("FALLBACK_MODELS"),
             daily_budget_usd=_float("DAILY_BUDGET_USD", None),
             budget_alert_threshold=_float("BUDGET_ALERT_THRESHOLD", 0.8) or 0.8,
-            budget_downgrade_model=env.get("BUDGET_DOWNGRADE_MODEL", "").strip() or None,
+            budget_downgrade_model=_text("BUDGET_DOWNGRADE_MODEL") or None,
             max_cost_per_request_usd=_float("MAX_COST_PER_REQUEST_USD", None),
-            ledger=env.get("LLM_MAGIC_LEDGER", "").strip() or str(default_ledger_path()),
-            api_base=env.get("LLM_MAGIC_API_BASE", "").strip() or None,
-            api_key=Secret(proxy_key, "LLM_MAGIC_API_KEY") if proxy_key else None,
-            ollama_api_base=env.get("OLLAMA_API_BASE", "").strip() or "http://localhost:11434",
+            ledger=MaskedURL(_text("LLM_MAGIC_LEDGER") or str(default_ledger_path())),
+            api_base=MaskedURL(_text("LLM_MAGIC_API_BASE")) or None,
+            api_key=_secret_env("LLM_MAGIC_API_KEY"),
+            ollama_api_base=MaskedURL(_text("OLLAMA_API_BASE") or "http://localhost:11434"),
             timeout_s=_float("LLM_MAGIC_TIMEOUT_S", 120.0) or 120.0,
-            store_text=env.get("LLM_MAGIC_STORE_TEXT", "1").strip().lower()
+            store_text=(_text("LLM_MAGIC_STORE_TEXT") or "1").lower()
             not in ("0", "false", "no", "off"),
         )
 

@@ -39,6 +39,7 @@ __all__ = [
 
 DEFAULT_MAX_TOKENS = {"standard": 2048, "tools": 1024, "generate": 4096}
 CONTEXT_SHARE = 0.8  # over this share of the context window, old chat turns are dropped
+MAX_TOKENS_CEILING = 2**31 - 1  # beyond every model's output (and a 32-bit integer)
 
 _chats: dict[str, list[dict[str, str]]] = {}
 _chats_lock = threading.Lock()
@@ -459,10 +460,6 @@ def _execute(
                 failed.append((route.model, err))
                 is_last = index == len(chain) - 1
                 if decision.fallback and not is_last:
-                    notes.append(
-                        f"{route.model} failed ({err.error_type}"
-                        f"{f' {err.status}' if err.status else ''}): trying the next fallback"
-                    )
                     last_result = call.finish(book, "error", err)
                     fallback_from = route.model
                     break
@@ -470,8 +467,16 @@ def _execute(
                 failure = _attach(_every_failure(failed), result)
             if failure is not None:
                 raise failure  # outside the handler: nothing chained behind it
-            if fallback_from is not None:
-                notes.append(f"answered by the next fallback, {route.model}")
+            for failed_model, why in failed:  # said only now that a fallback has answered
+                notes.append(
+                    f"{failed_model} failed ({why.error_type}"
+                    f"{f' {why.status}' if why.status else ''})"
+                    + (
+                        f": answered by the next fallback, {route.model}"
+                        if failed_model == fallback_from
+                        else ""
+                    )
+                )
             result = call.finish(book, "ok", None)
             crossed = budget.crossed(cfg, book, verdict.spent, result.cost_usd)
             if crossed:
@@ -492,6 +497,11 @@ def _bounded_max_tokens(
     Over it: refused when the user asked for that many from the model they named (a usage
     error, nothing sent); otherwise (a default, a fallback, a downgrade) lowered, with a note."""
     most = route.max_output
+    if not most and max_tokens > MAX_TOKENS_CEILING:
+        raise UsageProblem(  # no model writes that much; providers reject it as a 400
+            f"max_tokens {max_tokens} is beyond any model's output: refused, nothing sent; "
+            f"ask for at most {route.model}'s maximum (e.g. --max-tokens 4096)"
+        )
     if not most or max_tokens <= most:
         return max_tokens
     if own_model and req.max_tokens is not None:
@@ -503,25 +513,22 @@ def _bounded_max_tokens(
     return most
 
 
-def _env_for_base(route: Route, cfg: Settings) -> str:
-    """The setting that holds ``route``'s base URL."""
-    if route.via_proxy:
-        return "LLM_MAGIC_API_BASE"
-    if route.provider == "local":
-        return "the local model (%llm local status)"
-    return cfg.key_env_name(route.provider).replace("_API_KEY", "_API_BASE")
-
-
 def _name_the_url(err: errors.ProviderError, route: Route, cfg: Settings) -> errors.ProviderError:
     """A connection failure or a 404, saying which URL failed and which setting to fix."""
-    where = _env_for_base(route, cfg)
-    if isinstance(err, errors.NotFound):
-        message = (
-            f"{route.model}: HTTP 404 from {err.url or 'the provider'} ({err}): check the model "
-            f"name, and {where} (an OpenAI-compatible base URL usually ends in /v1)"
-        )
+    if route.via_proxy:
+        where = "LLM_MAGIC_API_BASE"
     else:
-        message = f"{route.model}: {err}: check {where} (scheme, host and port) and the network"
+        where = cfg.key_env_name(route.provider).replace("_API_KEY", "_API_BASE")
+    if route.provider == "local":
+        fix = "check the local model with %llm local status (start it with %llm local start)"
+    elif isinstance(err, errors.NotFound):
+        fix = f"check the model name, and {where} (an OpenAI-compatible base URL ends in /v1)"
+    else:
+        fix = f"check {where} (scheme, host and port) and the network"
+    if isinstance(err, errors.NotFound):
+        message = f"{route.model}: HTTP 404 from {err.url or 'the provider'} ({err}): {fix}"
+    else:
+        message = f"{route.model}: {err}: {fix}"
     return type(err)(message, status=err.status, model=route.model, url=err.url)
 
 

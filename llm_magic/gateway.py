@@ -106,13 +106,16 @@ class Usage:
 def provider_of(model: str) -> str:
     """The LiteLLM provider name of ``model``; :class:`UsageProblem` if none is known."""
     litellm = _litellm()
+    provider = None
     try:
         _, provider, _, _ = litellm.get_llm_provider(model=model)
     except Exception:
+        pass  # raised below, outside the handler: nothing chained behind our error
+    if provider is None:
         raise errors.UsageProblem(
             f"Unknown model {model!r}: use a LiteLLM id such as openai/gpt-4o or "
             "anthropic/claude-sonnet-4-5, or define one with %llm alias NAME MODEL"
-        ) from None
+        )
     return str(provider)
 
 

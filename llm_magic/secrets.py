@@ -10,7 +10,7 @@ import hashlib
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["Secret", "scrub", "register", "fingerprint", "mask_url", "register_url"]
+__all__ = ["Secret", "MaskedURL", "scrub", "register", "fingerprint", "mask_url", "register_url"]
 
 _known: set[str] = set()
 # Things that look like keys even when we were never told of them.
@@ -99,6 +99,17 @@ def mask_url(url: str | None) -> str:
             [(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in pairs], safe="*"
         )
     return scrub(urlunsplit(parts._replace(netloc=netloc, query=query)))
+
+
+class MaskedURL(str):
+    """A URL that is itself everywhere (``str()``, f-strings, httpx) except in its ``repr``,
+    which masks its password and query-string secrets: ``%xmode Verbose`` prints the
+    arguments of every frame, ``api_base`` among them."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(mask_url(str(self)))
 
 
 def register_url(url: str | None) -> None:

@@ -159,6 +159,18 @@ def test_max_tokens_beyond_the_model_is_refused_with_its_maximum(fp, ip_ledger, 
     assert posts(fp) == [] and len(lm.ledger(str(clean_env))) == 0
 
 
+def test_max_tokens_beyond_any_model_is_refused_when_the_model_maximum_is_unknown(
+    clean_env, monkeypatch
+) -> None:
+    with FakeProvider() as server:
+        monkeypatch.setenv("LLM_MAGIC_API_BASE", server.openai_base)  # a proxy's own model name
+        config.reload_settings()
+        with pytest.raises(lm.errors.UsageProblem, match="beyond any model's output"):
+            lm.complete("Hi", model="team-model-x", max_tokens=10_000_000_000)
+        assert posts(server) == []
+    assert len(lm.ledger(str(clean_env))) == 0
+
+
 def test_a_fallback_with_a_smaller_maximum_is_lowered_with_a_note(
     fp, clean_env, monkeypatch
 ) -> None:

@@ -133,7 +133,7 @@ def test_an_unreachable_postgresql_ledger_is_named_without_its_password() -> Non
     pytest.importorskip("psycopg")
     url = f"postgresql+psycopg://ada:hunter2pw@{refused_url().removeprefix('http://')}/ledger"
     with pytest.raises(lm.errors.LedgerError) as caught:
-        lm.store.Ledger(url)
+        lm.Ledger(url)
     assert "ada:***@127.0.0.1" in str(caught.value)  # says which ledger…
     assert not any("hunter2pw" in repr(e) for e in _exceptions(caught.value))  # …not its password
 
@@ -144,3 +144,42 @@ def test_an_answer_after_failures_keeps_no_key(fp, clean_env) -> None:
     assert result.text == "fine" and KEY not in repr(result) + str(result.notes)
     df = lm.ledger(str(clean_env)).df
     assert KEY not in df.to_csv()
+
+
+def test_a_key_in_the_proxy_url_shows_nowhere(fp, ip_ledger, clean_env, monkeypatch, capsys):
+    """``LLM_MAGIC_API_BASE=http://user:KEY@proxy/v1``: the URL works, and a verbose
+    traceback (which prints ``api_base`` among every frame's arguments) masks the key."""
+    base = fp.openai_base.replace("http://", f"http://proxyuser:{KEY}@")
+    monkeypatch.setenv("LLM_MAGIC_API_BASE", base)
+    monkeypatch.setenv("LLM_MAGIC_API_KEY", fake_key("PROXYKEY", kind="proxy"))
+    config.reload_settings()
+    fp.script(ok("via proxy", 3, 1), *[status(500)] * 3)
+    assert lm.complete("Hi", model="gpt-4o", max_tokens=5).text == "via proxy"
+    ip_ledger.run_line_magic("xmode", "Verbose")
+    try:
+        with pytest.raises(lm.errors.ServerError):
+            ip_ledger.run_cell("import llm_magic as lm\nlm.complete('Hi', model='gpt-4o')")
+        ip_ledger.run_line_magic("llm", "config")
+    finally:
+        ip_ledger.run_line_magic("xmode", "Context")
+    shown = capsys.readouterr()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", shown.out + shown.err)
+    assert "in stream_chat(" in text and "proxyuser:***@127.0.0.1" in text
+    assert KEY not in text
+
+
+def test_a_bad_setting_beside_a_proxy_key_shows_no_key(ip_ledger, monkeypatch, capsys) -> None:
+    """Reading the settings fails on a bad number while the proxy key is being read too: the
+    verbose traceback of ``lm.complete`` shows the settings code, not the key."""
+    monkeypatch.setenv("LLM_MAGIC_API_KEY", KEY)
+    monkeypatch.setenv("DAILY_BUDGET_USD", "-5")
+    monkeypatch.setattr(config, "_settings", None)
+    ip_ledger.run_line_magic("xmode", "Verbose")
+    try:
+        with pytest.raises(lm.errors.UsageProblem, match="DAILY_BUDGET_USD='-5'"):
+            ip_ledger.run_cell("import llm_magic as lm\nlm.complete('Hi', model='gpt-4o')")
+    finally:
+        ip_ledger.run_line_magic("xmode", "Context")
+        monkeypatch.delenv("DAILY_BUDGET_USD")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    assert "Settings.from_env(" in text and KEY not in text
