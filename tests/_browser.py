@@ -254,13 +254,14 @@ class Recording:
         start = self.keydown_ms if self.keydown_ms is not None else -1.0
         return [s for s in self.samples if s.t_ms >= start]
 
-    def first_output_s(self) -> float | None:
-        """Seconds from the Shift+Enter keydown to the first non-empty output."""
+    def first_output(self) -> tuple[float, str] | None:
+        """Seconds from the Shift+Enter keydown to the first output that says something (not
+        empty, not a "Loading widget…" placeholder), and what it said."""
         if self.keydown_ms is None:
             return None
         for s in self.after_run():
-            if s.text.strip():
-                return (s.t_ms - self.keydown_ms) / 1000
+            if s.text.strip() and not any(n in s.text.lower() for n in NOISE):
+                return (s.t_ms - self.keydown_ms) / 1000, s.text
         return None
 
     def max_changes_per_second(self) -> int:
