@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: demo test lab install lock lint typecheck unit notebooks bench bench-smoke binder-check clean
+.PHONY: demo test lab install lock lint typecheck unit chromium notebooks bench bench-smoke binder-check clean
 
 install: $(STAMP)
 
@@ -36,8 +36,18 @@ lint: install
 typecheck: install
 	$(BIN)/mypy llm_magic
 
-# The ledger suite runs on SQLite and on a throwaway PostgreSQL (installed if missing).
-unit: install
+# Debian's Chromium for the browser suite (tests/test_browser.py drives it through Playwright;
+# no browser is ever downloaded: `playwright install` is not used).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing chromium (Debian)…"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# The ledger suite runs on SQLite and on a throwaway PostgreSQL (installed if missing); the
+# browser suite on Debian's Chromium (installed if missing).
+unit: install chromium
 	LLM_MAGIC_TEST_PG=$$(bash tools/pg_throwaway.sh) $(BIN)/python -m pytest tests
 
 notebooks: install
