@@ -178,7 +178,7 @@ class _Call:
         ttft = self.ttft if self.ttft is not None else math.nan
         req = self.req
         message = scrub(str(err)) if err is not None else None
-        book.record(
+        kept = book.keep(  # a row the ledger cannot take now waits in its journal, with a note
             {
                 "call_id": self.call_id,
                 "trace_id": self.trace_id,
@@ -213,6 +213,8 @@ class _Call:
                 "error_message": message,
             }
         )
+        if kept:
+            self.notes.append(kept)
         return Result(
             text=self.text,
             model=self.route.model,
@@ -305,6 +307,17 @@ def _execute(
                 f"tokens + {max_tokens} max_tokens on {route.model}), over "
                 f"MAX_COST_PER_REQUEST_USD=${cap:.4f}: lower --max-tokens or use a cheaper model"
             )
+        if refusal is None:
+            refusal = budget.unpriced_over_cap(cfg, price, route.model)
+        if refusal is None:  # hold the worst case in the ledger, visible to every process
+            held = budget.reserve(cfg, book, call.call_id, route.model, worst, name)
+            down = cfg.budget_downgrade_model
+            if held.action == "downgrade" and index == 0 and down:
+                notes.append(str(held.note))
+                chain[1:] = [down] + [m for m in chain[1:] if m != down]
+                continue
+            if held.action != "ok":
+                refusal = held.note
         if refusal is not None:
             refused = errors.BudgetRefused(refusal, model=route.model)
             result = call.finish(book, "refused_budget", refused)
