@@ -219,7 +219,7 @@ class _Call:
             finish = "error"
         elif status != "ok":
             finish = None  # refused (never sent) or interrupted (the provider never said)
-        book.record(
+        kept = book.keep(  # a row the ledger cannot take now waits in its journal, with a note
             {
                 "call_id": self.call_id,
                 "trace_id": self.trace_id,
@@ -256,6 +256,8 @@ class _Call:
                 "setup_s": self.setup_s,
             }
         )
+        if kept:
+            self.notes.append(kept)
         return Result(
             text=self.text,
             model=self.route.model,
@@ -370,6 +372,17 @@ def _execute(
                 f"tokens + {call_max} max_tokens on {route.model}), over "
                 f"MAX_COST_PER_REQUEST_USD=${cap:.4f}: lower --max-tokens or use a cheaper model"
             )
+        if refusal is None:
+            refusal = budget.unpriced_over_cap(cfg, price, route.model)
+        if refusal is None:  # hold the worst case in the ledger, visible to every process
+            held = budget.reserve(cfg, book, call.call_id, route.model, worst, name)
+            down = cfg.budget_downgrade_model
+            if held.action == "downgrade" and index == 0 and down:
+                notes.append(str(held.note))
+                chain[1:] = [down] + [m for m in chain[1:] if m != down]
+                continue
+            if held.action != "ok":
+                refusal = held.note
         if refusal is not None:
             refused = errors.BudgetRefused(refusal, model=route.model)
             result = call.finish(book, "refused_budget", refused)

@@ -25,6 +25,8 @@ __all__ = [
     "StreamInterrupted",
     "LocalModelUnavailable",
     "LedgerError",
+    "LedgerUnavailable",
+    "LedgerBusy",
     "Interrupted",
     "BudgetRefused",
 ]
@@ -46,6 +48,14 @@ class LocalModelUnavailable(UsageProblem):
 
 class LedgerError(LLMError):
     """The ledger cannot be opened safely (corrupt, or from a newer schema)."""
+
+
+class LedgerUnavailable(LedgerError):
+    """The ledger cannot take a write now (disk full, read-only, unreachable server)."""
+
+
+class LedgerBusy(LedgerUnavailable):
+    """Another process held the ledger's write lock longer than ``LLM_MAGIC_LEDGER_WAIT_S``."""
 
 
 class ProviderError(LLMError):

@@ -438,8 +438,15 @@ class LLMMagics(Magics):
         parser.add_argument("--by", default="model")
         opts = parser.parse_args(rest)
         book = self.book()
+        book.replay_pending()  # rows a busy ledger could not take, if it takes them now
         table = book.summary(by=opts.by, today=opts.today)
         print(f"{len(book)} call(s) in {book.path}; spent today ${book.cost_today():.6f}")
+        pending = book.pending()
+        if pending:
+            print(
+                f"{pending} call(s) pending in {book.journal.path}: the ledger could not take "
+                "them (busy or full); they go in on the next successful write"
+            )
         return table
 
     def _cmd_budget(self, rest: list[str]) -> Any:

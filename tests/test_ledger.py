@@ -268,8 +268,9 @@ def test_several_processes_write_without_loss_or_duplicates(ledger_url: str) -> 
 
 
 def test_fast_sqlite_read_equals_the_general_one(tmp_path: Path, monkeypatch) -> None:
-    """A big SQLite ledger is read through ADBC in parallel rowid ranges; the frame (values,
-    dtypes, order, NULLs, tags) and the summary must be those of the SQLAlchemy path."""
+    """A big SQLite ledger is read through ADBC (in a child process) in parallel ts_start
+    ranges; the frame (values, dtypes, order, NULLs, tags) and the summary must be those of the
+    SQLAlchemy path."""
     import datetime as dt
 
     import pandas as pd
@@ -277,6 +278,7 @@ def test_fast_sqlite_read_equals_the_general_one(tmp_path: Path, monkeypatch) ->
     from llm_magic import store
 
     monkeypatch.setattr(store, "_ROWS_PER_READER", 150)  # several readers on 700 rows
+    monkeypatch.setattr(store, "_CHILD_READ_ROWS", 500)  # "big" from 500 rows
     book = Ledger(str(tmp_path / "l.sqlite"))
     t0 = utcnow() - dt.timedelta(days=3)
     rows = []
@@ -308,18 +310,38 @@ def test_fast_sqlite_read_equals_the_general_one(tmp_path: Path, monkeypatch) ->
     slow_summary = book.summary(by="day")
     monkeypatch.undo()
     monkeypatch.setattr(store, "_ROWS_PER_READER", 150)
+    monkeypatch.setattr(store, "_CHILD_READ_ROWS", 500)
     read_fast: list[bool] = []
     real = Ledger._arrow_frame
 
     def spy(self: Ledger, query: object, columns: list[str]) -> object:
-        frame = real(self, query, columns)
-        read_fast.append(frame is not None)
+        pending = real(self, query, columns)
+
+        seen: list[object] = []
+
+        def frame() -> object:
+            out = pending()
+            if not seen:  # asked again by summary's clean-up: the same answer
+                seen.append(out)
+                read_fast.append(out is not None)
+            return out
+
         return frame
 
     monkeypatch.setattr(Ledger, "_arrow_frame", spy)
     pd.testing.assert_frame_equal(book.summary(by="day"), slow_summary)
     pd.testing.assert_frame_equal(book.summary(by="chat"), _slow(book, "chat", monkeypatch))
     assert read_fast == [True, True]  # both fast summaries really read through ADBC
+    import sys
+
+    assert "adbc_driver_sqlite" not in sys.modules  # never loaded in this process
+
+
+def test_a_small_ledger_is_read_in_this_process(tmp_path: Path) -> None:
+    book = Ledger(str(tmp_path / "l.sqlite"))
+    book.record(row())
+    assert not book._fast_sqlite()  # under _CHILD_READ_ROWS: no child process to start
+    assert len(book.df) == 1
 
 
 def _slow(book: Ledger, by: str, monkeypatch) -> object:
