@@ -34,9 +34,9 @@ def _providers() -> None:
     from . import gateway
 
     with contextlib.suppress(Exception):
-        gateway._litellm()
+        import sqlalchemy  # noqa: F401  (the ledger's first open; small, so first)
     with contextlib.suppress(Exception):
-        import sqlalchemy  # noqa: F401  (the ledger's first open)
+        gateway._litellm()
 
 
 def _local_model() -> None:

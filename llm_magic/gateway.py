@@ -59,9 +59,27 @@ def loaded() -> bool:
     return _module is not None
 
 
+def _prime(litellm: Any) -> None:
+    """One offline streamed completion (litellm's ``mock_response``: nothing is sent), so that
+    the lazy imports and pydantic schema builds litellm does on its first call (~1 s; pydantic
+    warns about litellm's ReadOnly TypedDicts as it builds them) happen here, in set-up, not
+    inside a user's first call: its time to first token stays the provider's."""
+    with contextlib.suppress(Exception):
+        for _ in litellm.completion(
+            model="openai/gpt-4o",
+            messages=[{"role": "user", "content": "hi"}],
+            mock_response="ok",
+            stream=True,
+            stream_options={"include_usage": True},
+            max_tokens=1,
+            api_key="unused",
+        ):
+            pass
+
+
 def _litellm() -> Any:
     """Import and quieten litellm once: bundled price map, no banners, no debug logging, none
-    of its import-time warnings."""
+    of its import-time warnings; then prime it (:func:`_prime`)."""
     global _module
     if _module is not None:
         return _module
@@ -71,14 +89,22 @@ def _litellm() -> Any:
             os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             os.environ.setdefault("LITELLM_LOG", "ERROR")
             _quieten_import_warnings()
-            import litellm
+            # On the main thread, a cell's own catch_warnings(record=True) + simplefilter(
+            # "always") would still see them: hide them here too (safe on the main thread; a
+            # background thread relies on the module filters alone).
+            on_main = threading.current_thread() is threading.main_thread()
+            with warnings.catch_warnings() if on_main else contextlib.nullcontext():
+                if on_main:
+                    _quieten_import_warnings()
+                import litellm
 
-            litellm.suppress_debug_info = True
-            litellm.set_verbose = False
-            litellm.drop_params = True  # providers that reject stream_options still work
-            litellm.telemetry = False
-            for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx"):
-                logging.getLogger(name).setLevel(logging.ERROR)
+                litellm.suppress_debug_info = True
+                litellm.set_verbose = False
+                litellm.drop_params = True  # providers that reject stream_options still work
+                litellm.telemetry = False
+                for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx"):
+                    logging.getLogger(name).setLevel(logging.ERROR)
+                _prime(litellm)
             _module = litellm
     return _module
 

@@ -284,30 +284,44 @@ def test_the_cell_footer_says_the_answer_was_cut(providers, ip_ledger, capsys) -
 # -- no library noise ----------------------------------------------------------------------------
 
 
-def test_importing_litellm_through_llm_magic_prints_no_warnings() -> None:
-    """Shown with every warning on (-W default): what a cell would have printed. pydantic's
-    "ReadOnly qualifier" warning comes from building schemas over litellm's ReadOnly TypedDicts;
-    one such schema is built here, before and after llm_magic imports litellm."""
-    readonly = (
-        "import pydantic\n"
-        "from typing_extensions import ReadOnly, TypedDict\n"
-        "class Decision(TypedDict):\n"
-        "    score: ReadOnly[float]\n"
-        "pydantic.TypeAdapter(Decision)\n"
+def test_a_first_call_through_llm_magic_shows_no_library_warnings(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    """Notebook 04's loop recorded every warning around its first call (catch_warnings(record=
+    True) + simplefilter("always")) and showed 16 of pydantic's about litellm's ReadOnly
+    TypedDicts, built lazily on litellm's first call. Through llm_magic (which primes litellm
+    while setting it up) none reach the cell, and the user's own warnings still do."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "OPENAI_API_BASE": fake.openai_base,
+        "OPENAI_API_KEY": KEY,
+        "LLM_MAGIC_LEDGER": str(tmp_path / "quiet.sqlite"),
+    }
+    record = (
+        "import os, warnings\n"
+        "BEFORE\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    CALL\n"
+        "    warnings.warn('mine')\n"
+        "print(sorted({str(w.message)[:70] for w in caught}))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 
-    def stderr(code: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, env=env
-        )
+    def caught(before: str, call: str) -> str:
+        code = record.replace("BEFORE", before).replace("CALL", call)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
         assert done.returncode == 0, done.stderr[-2000:]
-        return done.stderr
+        return done.stdout
 
-    assert "ReadOnly" in stderr(readonly)  # what users saw
-    ours = stderr("from llm_magic import gateway\ngateway._litellm()\n" + readonly)
-    assert "Warning" not in ours, ours[-2000:]
-    # the user's own warnings still show
-    assert "UserWarning: mine" in stderr(
-        "import warnings\nfrom llm_magic import gateway\ngateway._litellm()\nwarnings.warn('mine')"
+    raw = caught(
+        "import litellm",  # imported earlier, as notebook 04's first cells did
+        "[_ for _ in litellm.completion(model='openai/gpt-4o', "
+        "api_base=os.environ['OPENAI_API_BASE'], api_key='x', "
+        "messages=[{'role': 'user', 'content': 'hi'}], stream=True, max_tokens=5)]",
     )
+    assert "on TypedDict class" in raw  # the ReadOnly warnings the notebook showed
+    for before in ("import llm_magic as lm", "import llm_magic as lm; lm.gateway._litellm()"):
+        ours = caught(before, "assert lm.complete('hi', model='gpt-4o').status == 'ok'")
+        assert "TypedDict" not in ours and "'mine'" in ours, (before, ours)

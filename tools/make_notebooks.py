@@ -349,9 +349,11 @@ budget = round(book.cost_today() + 0.002, 6)
         """
 import warnings
 
+from llm_magic.budget import BudgetWarning
+
 for i in range(6):
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("always", BudgetWarning)  # show the alert here, as it happens
         try:
             r = lm.complete(f"Say a word about the number {i}.", model="smol-paid", max_tokens=48, agent="budget-demo")
             print(f"call {i}: ${r.cost_usd:.6f}", *r.notes, sep=" · ")
