@@ -552,7 +552,7 @@ def run(ctx: Ctx) -> Section:
         "`sqlite3` is 3.40), and two SQLite libraries on one file in one process corrupt it "
         "(POSIX locks belong to the process: when one library closes its descriptor, the "
         "other's locks vanish; sqlite.org/howtocorrupt.html §2.2.1). Issue 15 reproduced it: "
-        "8 threads writing while `.df` read in-process gave \"disk I/O error\" and lost rows. "
+        '8 threads writing while `.df` read in-process gave "disk I/O error" and lost rows. '
         "Across processes SQLite's locking is the ordinary, safe case. The trade-off is the "
         f"reader process's start-up ({med(loads['child']):.2f} s, once per kernel) and one "
         "copy of the table through a pipe per read; ledgers under 50,000 rows skip the child "

@@ -370,11 +370,15 @@ def _check_sqlite_path(path: Path) -> None:
     """A path SQLite could not use, said in one sentence before SQLite says it worse."""
     fix = "set LLM_MAGIC_LEDGER to a file in a folder you can write"
     if path.is_dir():
-        raise LedgerError(f"The ledger path {path} is a folder: {fix}, e.g. {path / 'ledger.sqlite'}")
+        raise LedgerError(
+            f"The ledger path {path} is a folder: {fix}, e.g. {path / 'ledger.sqlite'}"
+        )
     for up in path.parents:
         if up.exists():
             if not up.is_dir():
-                raise LedgerError(f"Cannot create the ledger {path}: {up} is a file, not a folder; {fix}")
+                raise LedgerError(
+                    f"Cannot create the ledger {path}: {up} is a file, not a folder; {fix}"
+                )
             break
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -655,7 +659,9 @@ class Ledger:
             return 0
 
     # -- budget reservations -------------------------------------------------------------------
-    def reserve(self, call_id: str, model: str, amount: float, budget: float) -> tuple[bool, float, float]:
+    def reserve(
+        self, call_id: str, model: str, amount: float, budget: float
+    ) -> tuple[bool, float, float]:
         """Atomically: if today's spend + open reservations + ``amount`` fit in ``budget``,
         hold ``amount`` for ``call_id`` (visible to every process) until its row is written.
         Returns (held, spent, held by others). Expired reservations, and those of dead
@@ -730,7 +736,9 @@ class Ledger:
 
         res = _tables()["reservations"]
         with self._engine.connect() as conn:
-            return float(conn.execute(select(func.coalesce(func.sum(res.c.amount_usd), 0.0))).scalar() or 0.0)
+            return float(
+                conn.execute(select(func.coalesce(func.sum(res.c.amount_usd), 0.0))).scalar() or 0.0
+            )
 
     def _journal_cost(self, now: datetime) -> float:
         """Today's known cost of the rows waiting in the journal (spend all the same)."""
@@ -888,7 +896,6 @@ class Ledger:
         """Calls, tokens, cost (NaN if none known) and latency percentiles of ok calls, grouped
         by ``model|agent|user|day|status|provider|chat``. Aggregated in SQL: a million rows are
         never pulled into pandas."""
-        import pandas as pd
         from sqlalchemy import case, func, literal, select
 
         if by not in GROUPS:
@@ -965,9 +972,7 @@ class Ledger:
                 )
         return out, spread
 
-    def _arrow_frame(
-        self, query: Any, columns: list[str]
-    ) -> Callable[[], pd.DataFrame | None]:
+    def _arrow_frame(self, query: Any, columns: list[str]) -> Callable[[], pd.DataFrame | None]:
         """Start reading ``query`` (a SQLAlchemy select) through ADBC in a child process; the
         function returned waits for it as a DataFrame, or None if that failed (the caller then
         reads it the general way)."""

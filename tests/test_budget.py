@@ -104,7 +104,9 @@ def test_a_worst_case_over_what_remains_is_refused_or_downgraded(
     book = lm.ledger(str(clean_env))
     book.set_price("gpt-4o", 0, 1000)  # $0.001 per output token: 600 max_tokens = $0.60
     spend(clean_env, 0.50)
-    with pytest.raises(errors.BudgetRefused, match=r"could cost up to \$0.6000.*\$0.5000 of the daily"):
+    with pytest.raises(
+        errors.BudgetRefused, match=r"could cost up to \$0.6000.*\$0.5000 of the daily"
+    ):
         lm.complete("Hi", model="gpt-4o", max_tokens=600)
     assert posts(fp) == 0
     fp.script(ok("fits", 3, 1))
