@@ -388,6 +388,7 @@ def _call_reads(ctx: Ctx, big: Path) -> dict[str, dict[str, list[float]]]:
 
 
 def run(ctx: Ctx) -> Section:
+    from llm_magic.store import _CHILD_READ_ROWS
 
     n_rows = 10_000 if ctx.smoke else 1_000_000
     per_run = 50 if ctx.smoke else 500
@@ -465,7 +466,10 @@ def run(ctx: Ctx) -> Section:
                 [
                     "**`Ledger.df`** (ADBC SQLite → Arrow in a child process, one reader per "
                     "core over `ts_start` ranges, Arrow IPC back through a pipe; UTC "
-                    "timestamps, nullable ints, tags parsed)",
+                    "timestamps, nullable ints, tags parsed)"
+                    if loads["rows"] >= _CHILD_READ_ROWS
+                    else "**`Ledger.df`** (under 50,000 rows: `read_sql` through `sqlite3` in "
+                    "this process, then typed)",
                     f"**{fmt_s(loads['df'])}**",
                     f"**{fmt_x(ratio_df)}**",
                 ],

@@ -945,7 +945,6 @@ class Ledger:
         """Calls, tokens, cost (NaN if none known) and latency percentiles of ok calls, grouped
         by ``model|agent|user|day|status|provider|chat``. Aggregated in SQL: a million rows are
         never pulled into pandas."""
-        import pandas as pd
         from sqlalchemy import case, func, literal, select
 
         if by not in GROUPS:

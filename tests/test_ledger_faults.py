@@ -106,36 +106,50 @@ def test_reads_between_threaded_writes_lose_nothing(tmp_path: Path, monkeypatch,
 
 
 MIXED = """
-import json, sys, uuid
+import json, sys, threading
 from llm_magic import store
 from llm_magic.store import Ledger, utcnow
 store._CHILD_READ_ROWS = 0  # the big-ledger read path, on a small ledger
 path, role, name = sys.argv[1], sys.argv[2], sys.argv[3]
 book = Ledger(path)
 done, errors = [], []
-for i in range(60):
-    call_id = f"{name}-{i}"
-    row = {"call_id": call_id, "trace_id": name, "ts_start": utcnow(), "status": "ok",
-           "prompt": "p" * 300, "response": "r" * 700, "cost_usd": 0.001}
-    try:
-        book.record(row)
-        done.append(call_id)
-        if role == "reader":  # a notebook: compare, then look at the ledger, again and again
+
+def write(prefix, n):
+    for i in range(n):
+        call_id = f"{prefix}-{i}"
+        row = {"call_id": call_id, "trace_id": name, "ts_start": utcnow(), "status": "ok",
+               "prompt": "p" * 300, "response": "r" * 700, "cost_usd": 0.001}
+        try:
+            book.record(row)
+            done.append(call_id)
+        except Exception as exc:
+            errors.append(f"write: {type(exc).__name__}: {exc}")
+
+if role == "writer":
+    write(name, 60)
+else:  # a notebook: a comparison's threads write while the ledger is looked at
+    for r in range(10):
+        threads = [threading.Thread(target=write, args=(f"{name}-{r}-{k}", 3)) for k in range(4)]
+        for t in threads:
+            t.start()
+        try:
             book.df
             book.summary(by="day")
-    except Exception as exc:
-        errors.append(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            errors.append(f"read: {type(exc).__name__}: {exc}")
+        for t in threads:
+            t.join()
 print(json.dumps({"done": done, "errors": errors}))
 """
 
 
 def test_reads_and_writes_across_processes_lose_nothing(tmp_path: Path) -> None:
-    """Three writer processes and one that writes and reads `.df`/`summary()` after each
-    write: every acknowledged row is in the file and the file is sound."""
+    """Three writer processes, and one where 4 threads write while `.df` and `summary()` are
+    read (10 rounds): every acknowledged row is in the file and the file is sound."""
     path = tmp_path / "ledger.sqlite"
     Ledger(str(path)).close()  # migrated once, then the race
-    env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env["PYTHONPATH"]
+    root = str(Path(__file__).resolve().parents[1])  # this checkout's llm_magic
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
     roles = [("writer", "w0"), ("writer", "w1"), ("writer", "w2"), ("reader", "r0")]
     procs = [
         subprocess.Popen(
@@ -146,12 +160,12 @@ def test_reads_and_writes_across_processes_lose_nothing(tmp_path: Path) -> None:
         )
         for role, name in roles
     ]
-    reports = [json.loads(p.communicate(timeout=240)[0]) for p in procs]
+    reports = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
     assert [r["errors"] for r in reports] == [[], [], [], []]
     acknowledged = {i for r in reports for i in r["done"]}
     ids, check = _in_file(path)
     assert check == "ok"
-    assert len(acknowledged) == 240 and ids == acknowledged
+    assert len(acknowledged) == 3 * 60 + 10 * 4 * 3 and ids == acknowledged
 
 
 HOLD_LOCK = """
