@@ -132,10 +132,10 @@ def get_ready(name: str, book: Ledger, say: Callable[[str], None] = _noop) -> No
     """The one-time set-up a call to ``name`` needs before it can be sent (import litellm; for
     the local model, start its server and load its tokenizer), saying each step through ``say``
     as it begins. Instant once done (or done in the background since ``%load_ext``)."""
-    if not gateway.loaded():
-        say("loading providers…")
-        gateway._litellm()
     if all_aliases(book).get(name, name) != local.LOCAL_ALIAS:
+        if not gateway.loaded():
+            say("loading providers…")
+            gateway._litellm()
         return
     if not local.server().running():
         say("starting the local model…")
@@ -405,6 +405,7 @@ def _execute(
                 api_base=route.api_base,
                 api_key=route.key,  # a Secret: revealed only inside the litellm call
                 timeout=cfg.timeout_s,
+                direct=route.provider == "local",  # no litellm on the embedded model's path
             )
             failure: errors.ProviderError | None = None
             try:

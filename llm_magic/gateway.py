@@ -228,6 +228,7 @@ def stream_chat(
     api_key: Secret | str | None = None,
     timeout: float = 600.0,
     first_byte_timeout: float | None = None,
+    direct: bool = False,
 ) -> Generator[str | Usage, None, None]:
     """Stream one chat completion: yields text chunks, then one :class:`Usage` (with the
     finish reason, which OpenAI-style streams carry on the last choice chunk and litellm maps
@@ -236,9 +237,23 @@ def stream_chat(
     Raises :mod:`llm_magic.errors` types only, with no exception chain behind them (the
     provider's exception can carry the request, key included). ``max_tokens`` is mandatory:
     no call is unbounded. Pass the key as a :class:`Secret`: it is revealed only inside the
-    litellm call."""
+    litellm call. ``direct``: the embedded model, read straight from its server without litellm
+    (see :mod:`llm_magic._direct`)."""
     if not max_tokens or max_tokens <= 0:
         raise errors.UsageProblem("max_tokens must be a positive integer, e.g. --max-tokens 512")
+    if direct and api_base:
+        from ._direct import stream_openai
+
+        yield from stream_openai(
+            usage_type=Usage,
+            model=model,
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            api_base=api_base,
+            timeout=timeout,
+        )
+        return
     litellm = _litellm()
     kwargs: dict[str, Any] = {
         "model": model,

@@ -65,8 +65,11 @@ class Result:
         if self.setup_s > SETUP_SHOWN_S:
             parts.append(f"set-up {self.setup_s:.2f} s before sending")
         if self.truncated:
-            cap = f" ({self.max_tokens})" if self.max_tokens else ""
-            parts.append(f"stopped at max_tokens{cap}: raise it with --max-tokens N")
+            if self.max_tokens:
+                more = f"--max-tokens {2 * self.max_tokens}"
+                parts.append(f"stopped at max_tokens ({self.max_tokens}): raise it, e.g. {more}")
+            else:
+                parts.append("stopped at max_tokens: raise it with --max-tokens N")
         if self.status != "ok":
             parts.append(self.status)
         return " · ".join(parts)

@@ -49,7 +49,7 @@ def test_handle_mode_shows_a_status_line_then_the_stream_then_the_answer(front_e
     assert [s["data"].get("text/plain") for s in steps[2:4]] == ["Hel", "Hello"]
     md = steps[-1]["data"]["text/markdown"]
     assert (
-        md.startswith("Hello") and "stopped at max_tokens (2): raise it with --max-tokens N" in md
+        md.startswith("Hello") and "stopped at max_tokens (2): raise it, e.g. --max-tokens 4" in md
     )
 
 

@@ -41,8 +41,32 @@ def test_max_tokens_bounds_the_answer(local_model, clean_env) -> None:
     assert len(result.text) < 100
     # llama.cpp says why it stopped in its last chunk: the cut is said, with the way out
     assert result.finish_reason == "length"
-    assert "raise it with --max-tokens N" in result.footer()
+    assert "stopped at max_tokens (8): raise it, e.g. --max-tokens 16" in result.footer()
     assert lm.ledger().df.finish_reason.iloc[-1] == "length"
+
+
+NO_LITELLM = """
+import sys
+import llm_magic as lm
+r = lm.complete("Say hi.", model="local", max_tokens=8)
+print(r.status, bool(r.text), "litellm" in sys.modules)
+"""
+
+
+def test_the_local_model_answers_without_importing_litellm(local_model, clean_env) -> None:
+    """The embedded model is read straight from its server: a first local cell never waits
+    for ``import litellm`` (seconds of CPU)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run(
+        [sys.executable, "-c", NO_LITELLM], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert out.stdout.split() == ["ok", "True", "False"], out.stderr[-2000:]
 
 
 def test_chat_keeps_history_and_reset_forgets_it(local_model, ip_ledger, clean_env) -> None:

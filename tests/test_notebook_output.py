@@ -259,7 +259,7 @@ def test_an_answer_cut_at_max_tokens_says_so(providers, clean_env, model: str) -
     )
     cut = lm.complete("Tell a long story.", model=model, max_tokens=5)
     assert cut.finish_reason == "length" and cut.truncated
-    assert "stopped at max_tokens (5): raise it with --max-tokens N" in cut.footer()
+    assert "stopped at max_tokens (5): raise it, e.g. --max-tokens 10" in cut.footer()
     done = lm.complete("Say done.", model=model, max_tokens=50)
     assert done.finish_reason == "stop" and "max_tokens" not in done.footer()
     rows = lm.ledger(str(clean_env)).df
@@ -278,7 +278,7 @@ def test_a_failed_call_records_error_as_its_finish_reason(providers, clean_env) 
 def test_the_cell_footer_says_the_answer_was_cut(providers, ip_ledger, capsys) -> None:
     providers.script(ok("It was the best of", 5, 5, finish_reason="length"))
     ip_ledger.run_cell_magic("llm", "-m gpt-4o --max-tokens 5", "Tell a long story.")
-    assert "raise it with --max-tokens N" in capsys.readouterr().out
+    assert "stopped at max_tokens (5): raise it, e.g. --max-tokens 10" in capsys.readouterr().out
 
 
 # -- no library noise ----------------------------------------------------------------------------

@@ -1,0 +1,116 @@
+"""The embedded model's stream, read straight from llama.cpp's OpenAI-compatible server.
+
+The local model needs nothing litellm does for it (no key, no price, no provider mapping, its
+own tokenizer), and ``import litellm`` costs seconds of CPU (about 14 s on a 2-core machine):
+a first ``%%llm`` cell on ``local`` should not wait for it. This reader speaks the same wire
+format litellm would send and read (``POST {base}/chat/completions`` with ``stream: true``;
+``data: {...}`` lines until ``data: [DONE]``), and yields what :func:`gateway.stream_chat`
+yields: text chunks, then one ``Usage`` with the finish reason. Failures become
+:mod:`llm_magic.errors` types, raised outside any handler (no exception chain).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from typing import Any
+
+from . import errors
+
+__all__ = ["stream_openai"]
+
+_BY_STATUS: dict[int, type[errors.ProviderError]] = {
+    400: errors.BadRequest,
+    401: errors.AuthError,
+    403: errors.AuthError,
+    404: errors.NotFound,
+    429: errors.RateLimited,
+    503: errors.ServerError,
+}
+
+
+def _http_error(status: int, body: str, model: str, url: str) -> errors.ProviderError:
+    try:
+        message = str(json.loads(body)["error"]["message"])
+    except Exception:
+        message = body.strip().splitlines()[0][:300] if body.strip() else f"HTTP {status}"
+    kind = _BY_STATUS.get(status, errors.ServerError if status >= 500 else errors.BadRequest)
+    if status == 400 and "context" in message.lower():
+        kind = errors.ContextTooLong
+    return kind(f"HTTP {status}: {message}", status=status, model=model, url=url)
+
+
+def stream_openai(
+    *,
+    usage_type: Any,
+    model: str,
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    temperature: float,
+    api_base: str,
+    timeout: float,
+) -> Generator[Any, None, None]:
+    """Stream one chat completion from an OpenAI-compatible server with no key."""
+    import httpx
+
+    url = api_base.rstrip("/") + "/chat/completions"
+    served = model.split("/", 1)[-1]
+    body = {
+        "model": served,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": int(max_tokens),
+        "temperature": float(temperature),
+    }
+    limits = httpx.Timeout(connect=10.0, read=timeout, write=timeout, pool=timeout)
+    got_text = False
+    failure: errors.ProviderError | None = None
+    finish: str | None = None
+    usage: dict[str, Any] | None = None
+    answered_by: str | None = None
+    try:
+        with (
+            httpx.Client(timeout=limits) as client,
+            client.stream("POST", url, json=body) as response,
+        ):
+            if response.status_code != 200:
+                failure = _http_error(
+                    response.status_code, response.read().decode("utf-8", "replace"), model, url
+                )
+            else:
+                for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    answered_by = chunk.get("model") or answered_by
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    for choice in chunk.get("choices") or ():
+                        finish = choice.get("finish_reason") or finish
+                        piece = (choice.get("delta") or {}).get("content")
+                        if piece:
+                            got_text = True
+                            yield str(piece)
+    except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
+        failure = errors.ConnectionFailed(f"cannot connect to {url}: {exc}", model=model, url=url)
+    except httpx.TimeoutException:
+        failure = errors.Timeout(f"no answer from {url} for {timeout:g} s", model=model, url=url)
+    except (httpx.HTTPError, ValueError) as exc:
+        failure = errors.ServerError(f"the stream from {url} broke: {exc}", model=model, url=url)
+    if failure is not None:
+        if got_text:
+            failure = errors.StreamInterrupted(
+                f"response interrupted: {failure}", status=failure.status, model=model
+            )
+        raise failure  # outside the handler: no exception chain behind it
+    yield usage_type(
+        int((usage or {}).get("prompt_tokens") or 0),
+        int((usage or {}).get("completion_tokens") or 0),
+        usage is not None,
+        answered_by,
+        finish,
+    )
