@@ -1,6 +1,7 @@
 """The slow one-time set-up, begun in the background by ``%load_ext`` in a Jupyter kernel, so
-that the first ``%%llm`` cell does not wait for all of it: importing litellm (~3 s), and, when
-the default model is ``local``, starting its llama.cpp server and loading its tokenizer.
+that the first ``%%llm`` cell does not wait for all of it: importing litellm (~14 s of CPU on 2
+cores), and, when the default model is ``local``, first starting its llama.cpp server and
+loading its tokenizer (calls to ``local`` need no litellm).
 
 Daemon threads only, every failure swallowed: a call that needs the part that failed does it
 again in its own place and reports the error there. ``LLM_MAGIC_WARM_UP=0`` turns it off; ``1``
@@ -56,10 +57,16 @@ def begin(default_model: str) -> list[threading.Thread]:
         if _started:
             return []
         _started = True
-    jobs = [("llm-magic-warm-up", _providers)]
+    jobs: list[tuple[str, Any]] = [("llm-magic-warm-up", _providers)]
     if default_model.strip() == "local":
-        # its own thread: the server loads in its own process while litellm imports here
-        jobs.append(("llm-magic-local-start", _local_model))
+        # The local model first, then litellm: calls to ``local`` never need litellm (they
+        # read its server directly), and on 2 cores the import's seconds of CPU would slow the
+        # server's start, which is what a first local cell waits for.
+        def _local_then_providers() -> None:
+            _local_model()
+            _providers()
+
+        jobs = [("llm-magic-warm-up", _local_then_providers)]
     threads = [threading.Thread(target=job, name=name, daemon=True) for name, job in jobs]
     for thread in threads:
         thread.start()
