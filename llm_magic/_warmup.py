@@ -32,7 +32,7 @@ def wanted(shell: Any) -> bool:
 
 
 def _providers() -> None:
-    from . import gateway
+    from . import core, gateway  # noqa: F401  (the pipeline a first cell imports)
 
     with contextlib.suppress(Exception):
         import sqlalchemy  # noqa: F401  (the ledger's first open; small, so first)
@@ -63,6 +63,8 @@ def begin(default_model: str) -> list[threading.Thread]:
         # read its server directly), and on 2 cores the import's seconds of CPU would slow the
         # server's start, which is what a first local cell waits for.
         def _local_then_providers() -> None:
+            from . import core  # noqa: F401  (the pipeline a first cell imports)
+
             _local_model()
             _providers()
 

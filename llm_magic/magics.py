@@ -194,8 +194,6 @@ class LLMMagics(Magics):
         raise UsageError(problem)
 
     def _run_cell(self, args: argparse.Namespace, cell: str) -> Any:
-        from .core import _execute
-
         shell: Any = self.shell
         ns = shell.user_ns if shell is not None else {}
         prompt = interpolate(cell, ns).strip()
@@ -217,17 +215,21 @@ class LLMMagics(Magics):
             if len(models) > 1:
                 return self._run_compare(args, prompt, models)
             model = models[0]  # "-m gpt-4o," is one model: an ordinary call
-        request = self._request(args, prompt, model)
-        try:
-            request.validate()
-        except errors.UsageProblem as exc:
-            raise UsageError(str(exc)) from None
-        # Something visible at once: the slow parts (opening the ledger, importing litellm,
-        # starting the local model) say what they are doing on the status line.
+        # Something visible at once, before anything slow (even importing the pipeline): the
+        # slow parts (opening the ledger, importing litellm, starting the local model) then say
+        # what they are doing on the status line.
         view = StreamView(
             choose_mode(self.display_mode, self.shell), args.format, self.updates_per_second
         )
         view.start()
+        try:
+            request = self._request(args, prompt, model)
+            request.validate()
+        except errors.UsageProblem as exc:
+            view.discard()
+            raise UsageError(str(exc)) from None
+        from .core import _execute
+
         result = None
         try:
             if args.task and not args.model:
