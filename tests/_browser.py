@@ -434,7 +434,11 @@ class Notebook:
         deadline = time.monotonic() + timeout_s
         nb: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            nb = self.server.api("GET", f"/api/contents/{self.name}")["content"]
+            try:
+                nb = self.server.api("GET", f"/api/contents/{self.name}")["content"]
+            except urllib.error.HTTPError:  # read while the server writes it: ask again
+                time.sleep(0.25)
+                continue
             code = [c for c in nb["cells"] if c["cell_type"] == "code" and c["source"].strip()]
             if code and all(c.get("execution_count") for c in code):
                 return nb
