@@ -32,6 +32,7 @@ __all__ = [
     "stream",
     "acomplete",
     "Stream",
+    "start",
     "reset_chat",
     "chats",
     "get_ready",
@@ -634,6 +635,24 @@ class Stream:
 
     def __repr__(self) -> str:
         return f"Stream(done={self.result is not None})"
+
+
+def start(
+    req: Request,
+    cfg: Settings | None = None,
+    book: Ledger | None = None,
+    *,
+    status: Callable[[str], None] | None = None,
+    waited_s: float = 0.0,
+) -> Stream:
+    """The one way to drive a call: a :class:`Stream` over ``req``.
+
+    Iterate it for text chunks; ``.result`` once it is exhausted; ``.interrupt()`` stops it and
+    records the partial answer. While iterating it raises :class:`errors.Interrupted` (a kernel
+    interrupt; ``.result`` holds the record), :class:`errors.ProviderError` (``.result`` holds the
+    failed call's record) or :class:`errors.UsageProblem` (nothing sent). ``status`` hears the
+    one-time set-up and the wait for the model; ``waited_s`` is set-up the caller already did."""
+    return Stream(_execute(req, cfg, book, status=status, waited_s=waited_s))
 
 
 def stream(
