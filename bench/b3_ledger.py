@@ -319,11 +319,11 @@ def _loads(ctx: Ctx, path: Path) -> dict[str, Any]:
     narrow = (
         f"SELECT {', '.join(chr(34) + c + chr(34) for c in columns)} FROM calls ORDER BY ts_start"
     )
-    from llm_magic.store import _reader
+    from llm_magic._fastread import reader
 
     def cold_child() -> Any:  # a new reader process, then one row: what the first read pays
-        _reader._stop()
-        return _reader.submit(path, ["SELECT call_id FROM calls LIMIT 1"])()
+        reader._stop()
+        return reader.submit(path, ["SELECT call_id FROM calls LIMIT 1"])()
 
     keys = ("df", "read_sql", "summary", "sql_group", "narrow", "child")
     out: dict[str, Any] = {k: [] for k in keys}
@@ -388,7 +388,7 @@ def _call_reads(ctx: Ctx, big: Path) -> dict[str, dict[str, list[float]]]:
 
 
 def run(ctx: Ctx) -> Section:
-    from llm_magic.store import _CHILD_READ_ROWS
+    from llm_magic._fastread import CHILD_READ_ROWS
 
     n_rows = 10_000 if ctx.smoke else 1_000_000
     per_run = 50 if ctx.smoke else 500
@@ -467,7 +467,7 @@ def run(ctx: Ctx) -> Section:
                     "**`Ledger.df`** (ADBC SQLite → Arrow in a child process, one reader per "
                     "core over `ts_start` ranges, Arrow IPC back through a pipe; UTC "
                     "timestamps, nullable ints, tags parsed)"
-                    if loads["rows"] >= _CHILD_READ_ROWS
+                    if loads["rows"] >= CHILD_READ_ROWS
                     else "**`Ledger.df`** (under 50,000 rows: `read_sql` through `sqlite3` in "
                     "this process, then typed)",
                     f"**{fmt_s(loads['df'])}**",

@@ -54,9 +54,19 @@ if TYPE_CHECKING:
     from .store import Ledger, ledger
 
 
+def _plug_reprice() -> None:
+    """The ledger stores calls and imports no pricing policy: its what-if ``Ledger.reprice``
+    is plugged in here, above every layer, when ``lm.ledger``/``lm.Ledger`` is first used."""
+    from . import pricing, store
+
+    store.Ledger.repricer = pricing.reprice
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), name)
+        if name in ("ledger", "Ledger"):
+            _plug_reprice()
         globals()[name] = value
         return value
     if name in ("errors", "plots", "gateway", "local"):

@@ -19,25 +19,13 @@ from . import errors
 
 __all__ = ["stream_openai"]
 
-_BY_STATUS: dict[int, type[errors.ProviderError]] = {
-    400: errors.BadRequest,
-    401: errors.AuthError,
-    403: errors.AuthError,
-    404: errors.NotFound,
-    429: errors.RateLimited,
-    503: errors.ServerError,
-}
-
 
 def _http_error(status: int, body: str, model: str, url: str) -> errors.ProviderError:
     try:
         message = str(json.loads(body)["error"]["message"])
     except Exception:
         message = body.strip().splitlines()[0][:300] if body.strip() else f"HTTP {status}"
-    kind = _BY_STATUS.get(status, errors.ServerError if status >= 500 else errors.BadRequest)
-    if status == 400 and "context" in message.lower():
-        kind = errors.ContextTooLong
-    return kind(f"HTTP {status}: {message}", status=status, model=model, url=url)
+    return errors.for_status(status, f"HTTP {status}: {message}", model=model, url=url)
 
 
 def stream_openai(

@@ -99,3 +99,15 @@ class Journal:
             os.ftruncate(fd, 0)
             os.fsync(fd)
         return len(rows)
+
+
+def journal_path(url: str, path: Path | str) -> Path:
+    """Beside an SQLite ledger; in the user data folder for a server ledger."""
+    if isinstance(path, Path):
+        return path.with_name(path.name + ".pending.jsonl")
+    import hashlib
+
+    from .config import default_ledger_path
+
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return default_ledger_path().with_name(f"pending-{digest}.jsonl")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from .config import Settings
 from .errors import LedgerError
 from .pricing import Price
-from .store import Ledger, utcnow
+from .record import Book, utcnow
 
 __all__ = [
     "BudgetWarning",
@@ -54,7 +54,7 @@ class Verdict:
     note: str | None = None
 
 
-def check_daily(cfg: Settings, book: Ledger, model: str) -> Verdict:
+def check_daily(cfg: Settings, book: Book, model: str) -> Verdict:
     """What the daily budget says about a call to ``model`` now."""
     budget = cfg.daily_budget_usd
     if budget is None:
@@ -89,7 +89,7 @@ def check_daily(cfg: Settings, book: Ledger, model: str) -> Verdict:
     return Verdict("ok", spent, budget)
 
 
-def crossed(cfg: Settings, book: Ledger, spent_before: float, cost: float) -> str | None:
+def crossed(cfg: Settings, book: Book, spent_before: float, cost: float) -> str | None:
     """After a call: the alert note if its ``cost`` took today's spend from below the alert
     threshold to at or above it (straight past 100% too), once a day, like ``check_daily``'s."""
     budget = cfg.daily_budget_usd
@@ -130,7 +130,7 @@ def unpriced_over_cap(cfg: Settings, price: Price | None, model: str) -> str | N
 
 
 def reserve(
-    cfg: Settings, book: Ledger, call_id: str, model: str, worst: float | None, name: str = ""
+    cfg: Settings, book: Book, call_id: str, model: str, worst: float | None, name: str = ""
 ) -> Verdict:
     """Hold ``worst`` dollars of today's budget for this call, in the ledger, before it is sent.
 

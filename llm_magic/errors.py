@@ -29,6 +29,7 @@ __all__ = [
     "LedgerBusy",
     "Interrupted",
     "BudgetRefused",
+    "for_status",
 ]
 
 
@@ -149,6 +150,48 @@ class StreamInterrupted(ProviderError):
     """The stream broke after text had arrived; the partial text is kept."""
 
     error_type = "stream_interrupted"
+
+
+_BY_STATUS: dict[int, type[ProviderError]] = {
+    400: BadRequest,
+    401: AuthError,
+    403: AuthError,
+    404: NotFound,
+    408: Timeout,
+    429: RateLimited,
+    529: Overloaded,
+}
+
+
+def for_status(
+    status: int | None,
+    message: str,
+    *,
+    retry_after: float | None = None,
+    provider: str | None = None,
+    model: str | None = None,
+    url: str | None = None,
+) -> ProviderError:
+    """The error an HTTP ``status`` (and its message) means: the one status mapping, for
+    litellm's errors (``gateway.translate_error``) and the local model's direct stream.
+
+    A context-length complaint is :class:`ContextTooLong` (status 400); else 401/403 auth, 404
+    not found, 408 timeout, 429 rate limited, 529 overloaded, other 5xx server error, other
+    4xx bad request; no status (or below 400): a plain :class:`ProviderError`."""
+    low = message.lower()
+    if (
+        "context length" in low
+        or "prompt is too long" in low
+        or (status == 400 and "context" in low)
+    ):
+        status, kind = 400, ContextTooLong
+    elif status is None or status < 400:
+        kind = ProviderError
+    else:
+        kind = _BY_STATUS.get(status, ServerError if status >= 500 else BadRequest)
+    return kind(
+        message, status=status, retry_after=retry_after, provider=provider, model=model, url=url
+    )
 
 
 class Interrupted(KeyboardInterrupt):

@@ -420,54 +420,70 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _status_of(exc: Exception) -> int | None:
+    """The HTTP status litellm's exception carries (Anthropic's 529 arrives as a 500 whose
+    ``provider_status_code`` says 529)."""
+    status = getattr(exc, "provider_status_code", None) or getattr(exc, "status_code", None)
+    try:
+        return int(status) if status is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _class_status(exc: Exception, status: int | None, text: str) -> int | None:
+    """The status litellm's exception class (or Anthropic's overload) means, when it says more
+    than the status code does."""
+    ex = _litellm().exceptions
+    if isinstance(exc, ex.RateLimitError):
+        return 429
+    if isinstance(exc, (ex.AuthenticationError, ex.PermissionDeniedError)):
+        return status if status in (401, 403) else 401
+    lowered = text.lower()
+    from_anthropic = getattr(exc, "llm_provider", None) == "anthropic" or "anthropic" in lowered
+    if status == 500 and "overloaded" in lowered and from_anthropic:
+        # Anthropic's in-stream `overloaded_error` event (after HTTP 200) reaches us as a 500
+        return 529
+    return status
+
+
+# What the status (or the class) settles before asking whether a connection was ever made.
+_SETTLED = (
+    errors.ContextTooLong,
+    errors.RateLimited,
+    errors.AuthError,
+    errors.Overloaded,
+    errors.Timeout,
+)
+
+
 def translate_error(
     exc: Exception, *, model: str | None = None, api_base: str | None = None
 ) -> errors.ProviderError:
     """Map a litellm/httpx exception to our small set of types (status and Retry-After kept,
-    and the URL for connection failures and 404s)."""
-    litellm = _litellm()
-    ex = litellm.exceptions
-    # Anthropic's 529 arrives as a 500 whose provider_status_code says 529.
-    status = getattr(exc, "provider_status_code", None) or getattr(exc, "status_code", None)
-    try:
-        status = int(status) if status is not None else None
-    except (TypeError, ValueError):
-        status = None
+    and the URL for connection failures and 404s): :func:`errors.for_status`, after what
+    litellm's exception classes say."""
+    ex = _litellm().exceptions
     text = _clean(str(exc)) or type(exc).__name__
-    lowered = text.lower()
-    kw: dict[str, Any] = {"status": status, "retry_after": _retry_after(exc), "model": model}
-    if (
-        isinstance(exc, ex.ContextWindowExceededError)
-        or "context length" in lowered
-        or ("prompt is too long" in lowered)
-    ):
-        return errors.ContextTooLong(text, **{**kw, "status": 400})
-    if isinstance(exc, ex.RateLimitError) or status == 429:
-        return errors.RateLimited(text, **{**kw, "status": 429})
-    if isinstance(exc, (ex.AuthenticationError, ex.PermissionDeniedError)) or status in (401, 403):
-        return errors.AuthError(text, **{**kw, "status": status or 401})
-    from_anthropic = getattr(exc, "llm_provider", None) == "anthropic" or "anthropic" in lowered
-    if status == 500 and "overloaded" in lowered and from_anthropic:
-        # Anthropic's in-stream `overloaded_error` event (after HTTP 200) reaches us as a 500
-        status = 529
-    if status == 529:
-        return errors.Overloaded(text, **{**kw, "status": 529})
-    if isinstance(exc, ex.Timeout) or status == 408:
-        return errors.Timeout(text, **kw)
+    kw: dict[str, Any] = {"retry_after": _retry_after(exc), "model": model}
+    if isinstance(exc, ex.ContextWindowExceededError):
+        return errors.ContextTooLong(text, status=400, **kw)
+    status = _class_status(exc, _status_of(exc), text)
+    url = _failed_url(exc, api_base) if status == 404 else None
+    failure = errors.for_status(status, text, url=url, **kw)
+    if isinstance(failure, _SETTLED):
+        return failure
+    if isinstance(exc, ex.Timeout):
+        return errors.Timeout(text, status=status, **kw)
     if _refused(exc):
         # litellm reports a refused connection, an unknown host or a URL without http(s)://
         # as a 500 for OpenAI and Anthropic: it is not a server error, and never retried
         url = _failed_url(exc, api_base)
         return errors.ConnectionFailed(
-            f"cannot connect to {url or 'the provider'}: {_reason(exc)}",
-            **{**kw, "status": None, "url": url},
+            f"cannot connect to {url or 'the provider'}: {_reason(exc)}", url=url, **kw
         )
-    if status == 404:
-        return errors.NotFound(text, **{**kw, "url": _failed_url(exc, api_base)})
-    if status is not None and status >= 500:
-        return errors.ServerError(text, **kw)
-    if isinstance(exc, ex.APIConnectionError):
-        return errors.ConnectionFailed(text, **{**kw, "status": None})
-    if status is not None and 400 <= status < 500:
-        return errors.BadRequest(text, **kw)
-    return errors.ProviderError(text, **kw)
+    if isinstance(exc, ex.APIConnectionError) and type(failure) in (
+        errors.BadRequest,
+        errors.ProviderError,
+    ):
+        return errors.ConnectionFailed(text, **kw)
+    return failure

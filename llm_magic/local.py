@@ -158,9 +158,11 @@ def _warm_up(url: str) -> None:
 
 
 def _state_file() -> Path:
-    from .config import default_ledger_path
+    """The running server's URL and pid, in the user data folder (``XDG_DATA_HOME`` on Linux):
+    one per user, shared by every kernel, wherever ``LLM_MAGIC_LEDGER`` points."""
+    from platformdirs import user_data_dir
 
-    return default_ledger_path().parent / "local_server.json"
+    return Path(user_data_dir("llm_magic", appauthor=False)) / "local_server.json"
 
 
 @dataclass

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from . import gateway, local
 from .config import KEYLESS, Settings
 from .errors import UsageProblem
+from .record import Book
 from .secrets import Secret, mask_url
-from .store import Ledger
 
 __all__ = ["Route", "resolve", "BUILTIN_ALIASES", "all_aliases", "follow_alias", "add_alias"]
 
@@ -47,7 +47,7 @@ class Route:
         return self.key.alias if self.key is not None else None
 
 
-def all_aliases(ledger: Ledger) -> dict[str, str]:
+def all_aliases(ledger: Book) -> dict[str, str]:
     return {**BUILTIN_ALIASES, **ledger.aliases()}
 
 
@@ -66,7 +66,7 @@ def follow_alias(name: str, aliases: dict[str, str]) -> str:
     return name
 
 
-def add_alias(ledger: Ledger, name: str, model: str) -> str:
+def add_alias(ledger: Book, name: str, model: str) -> str:
     """Keep ``name`` → ``model`` in the ledger unless it would make a cycle; returns the model
     the alias finally resolves to."""
     name, model = name.strip(), model.strip()
@@ -86,7 +86,7 @@ def add_alias(ledger: Ledger, name: str, model: str) -> str:
     return target
 
 
-def resolve(name: str, settings: Settings, ledger: Ledger) -> Route:
+def resolve(name: str, settings: Settings, ledger: Book) -> Route:
     """Resolve ``name``; :class:`UsageProblem` (nothing sent) for unknown models or missing keys."""
     requested = name.strip()
     if not requested:

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import gateway
-from .store import Ledger
+from .errors import UsageProblem
+from .models import all_aliases
+from .record import Book
 
-__all__ = ["Price", "price_for", "cost", "no_price_note"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Price", "price_for", "cost", "no_price_note", "reprice"]
 
 FREE_PROVIDERS = {"local", "ollama", "ollama_chat"}
 
@@ -25,7 +31,7 @@ class Price:
 
 
 def price_for(
-    model: str, provider: str, ledger: Ledger, *, also: tuple[str, ...] = ()
+    model: str, provider: str, ledger: Book, *, also: tuple[str, ...] = ()
 ) -> Price | None:
     """The price of ``model`` (or of any name in ``also``, e.g. the alias the user typed)."""
     overrides = ledger.prices()
@@ -55,3 +61,38 @@ def no_price_note(model: str) -> str:
         f"No price known for {model}: cost recorded as NaN. "
         f"Set one with %llm price {model} IN_PER_1M OUT_PER_1M"
     )
+
+
+class Calls(Book, Protocol):
+    """A book whose calls can be read as a DataFrame (what :func:`reprice` needs)."""
+
+    @property
+    def df(self) -> Any: ...
+
+
+def reprice(book: Calls, model: str) -> pd.DataFrame:
+    """What-if: every call's tokens in ``book`` priced as ``model`` would have charged them
+    (``Ledger.reprice``). Nothing is sent; calls that carried no tokens are left out."""
+    name = all_aliases(book).get(model, model)
+    try:
+        provider = "local" if name == "local" else gateway.provider_of(name)
+    except UsageProblem:
+        provider = "unknown"  # a price set with %llm price needs no provider
+    price = price_for(name, provider, book, also=(model,))
+    if price is None:
+        raise UsageProblem(
+            f"No price known for {model}: set one with %llm price {model} IN_PER_1M OUT_PER_1M"
+        )
+    frame = book.df
+    frame = frame[frame["input_tokens"].fillna(0) + frame["output_tokens"].fillna(0) > 0]
+    out = frame[
+        ["call_id", "ts_start", "model", "agent", "input_tokens", "output_tokens", "cost_usd"]
+    ].copy()
+    tokens_in = out["input_tokens"].astype("float64")
+    tokens_out = out["output_tokens"].astype("float64")
+    out["repriced_as"] = model
+    out["repriced_cost_usd"] = (
+        tokens_in * price.input_per_token + tokens_out * price.output_per_token
+    )
+    out["price_source"] = price.source
+    return out.reset_index(drop=True)

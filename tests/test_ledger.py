@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from llm_magic._migrations import MIGRATIONS
 from llm_magic.errors import LedgerError
-from llm_magic.store import COLUMNS, MIGRATIONS, NAMES, Ledger, utcnow
+from llm_magic.store import COLUMNS, NAMES, Ledger, utcnow
 
 
 def row(**over: object) -> dict[str, object]:
@@ -70,11 +71,11 @@ def test_a_ledger_of_the_old_schema_upgrades_keeping_its_rows(
     """A ledger made by m001–m003 (31 columns, one row) gains the new columns, keeps the row."""
     from sqlalchemy import create_engine, inspect, text
 
-    from llm_magic import store
+    from llm_magic import _migrations
 
     old = [m for m in MIGRATIONS if m[0] < "m004"]
     assert [name for name, _ in old] == ["m001_calls", "m002_prices_aliases", "m003_summary_index"]
-    monkeypatch.setattr(store, "MIGRATIONS", old)
+    monkeypatch.setattr(_migrations, "MIGRATIONS", old)
     Ledger(ledger_url).close()
     engine = create_engine(ledger_url)
     assert len(inspect(engine).get_columns("calls")) == 31  # m001 no longer follows COLUMNS
@@ -87,7 +88,7 @@ def test_a_ledger_of_the_old_schema_upgrades_keeping_its_rows(
             {"ts": utcnow().isoformat()},
         )
     engine.dispose()
-    monkeypatch.setattr(store, "MIGRATIONS", MIGRATIONS)
+    monkeypatch.setattr(_migrations, "MIGRATIONS", MIGRATIONS)
     book = Ledger(ledger_url)
     assert book.schema_version() == [name for name, _ in MIGRATIONS]
     book.record(row(finish_reason="length", setup_s=1.5))
@@ -173,7 +174,9 @@ def test_a_corrupt_file_is_refused_and_never_overwritten(tmp_path: Path) -> None
 
 
 def test_reprice_prices_the_same_tokens_as_another_model(ledger_url: str) -> None:
-    book = Ledger(ledger_url)
+    import llm_magic as lm
+
+    book = lm.Ledger(ledger_url)  # lm.Ledger: with pricing plugged in (the ledger imports none)
     book.record(row(model="local/smollm2", input_tokens=1000, output_tokens=500, cost_usd=0.0))
     book.record(row(model="x", input_tokens=0, output_tokens=0, status="error", cost_usd=0.0))
     book.record(row(model="y", input_tokens=2000, output_tokens=0, cost_usd=math.nan))
@@ -275,10 +278,10 @@ def test_fast_sqlite_read_equals_the_general_one(tmp_path: Path, monkeypatch) ->
 
     import pandas as pd
 
-    from llm_magic import store
+    from llm_magic import _fastread
 
-    monkeypatch.setattr(store, "_ROWS_PER_READER", 150)  # several readers on 700 rows
-    monkeypatch.setattr(store, "_CHILD_READ_ROWS", 500)  # "big" from 500 rows
+    monkeypatch.setattr(_fastread, "ROWS_PER_READER", 150)  # several readers on 700 rows
+    monkeypatch.setattr(_fastread, "CHILD_READ_ROWS", 500)  # "big" from 500 rows
     book = Ledger(str(tmp_path / "l.sqlite"))
     t0 = utcnow() - dt.timedelta(days=3)
     rows = []
@@ -309,8 +312,8 @@ def test_fast_sqlite_read_equals_the_general_one(tmp_path: Path, monkeypatch) ->
     assert fast.fallback_from.notna().sum() == 100 and fast.tags.map(bool).sum() == 140
     slow_summary = book.summary(by="day")
     monkeypatch.undo()
-    monkeypatch.setattr(store, "_ROWS_PER_READER", 150)
-    monkeypatch.setattr(store, "_CHILD_READ_ROWS", 500)
+    monkeypatch.setattr(_fastread, "ROWS_PER_READER", 150)
+    monkeypatch.setattr(_fastread, "CHILD_READ_ROWS", 500)
     read_fast: list[bool] = []
     real = Ledger._arrow_frame
 
@@ -340,7 +343,7 @@ def test_fast_sqlite_read_equals_the_general_one(tmp_path: Path, monkeypatch) ->
 def test_a_small_ledger_is_read_in_this_process(tmp_path: Path) -> None:
     book = Ledger(str(tmp_path / "l.sqlite"))
     book.record(row())
-    assert not book._fast_sqlite()  # under _CHILD_READ_ROWS: no child process to start
+    assert not book._fast_sqlite()  # under CHILD_READ_ROWS: no child process to start
     assert len(book.df) == 1
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import llm_magic as lm
-from llm_magic import store
+from llm_magic import _fastread
 from llm_magic.errors import LedgerBusy, LedgerError
 from llm_magic.store import Ledger, LedgerWarning, utcnow
 from tests.fakekeys import fake_key
@@ -61,7 +61,7 @@ def test_reads_between_threaded_writes_lose_nothing(tmp_path: Path, monkeypatch,
     file must pass `PRAGMA integrity_check`. (Before the fix `.df` read the file through ADBC's
     own SQLite in this process: "disk I/O error" and lost rows within a few rounds.)"""
     if read == "child_process":  # the big-ledger path, on a small ledger
-        monkeypatch.setattr(store, "_CHILD_READ_ROWS", 0, raising=False)
+        monkeypatch.setattr(_fastread, "CHILD_READ_ROWS", 0)
     path = tmp_path / "ledger.sqlite"
     book = Ledger(str(path))
     acknowledged: list[str] = []
@@ -107,9 +107,9 @@ def test_reads_between_threaded_writes_lose_nothing(tmp_path: Path, monkeypatch,
 
 MIXED = """
 import json, sys, threading
-from llm_magic import store
+from llm_magic import _fastread
 from llm_magic.store import Ledger, utcnow
-store._CHILD_READ_ROWS = 0  # the big-ledger read path, on a small ledger
+_fastread.CHILD_READ_ROWS = 0  # the big-ledger read path, on a small ledger
 path, role, name = sys.argv[1], sys.argv[2], sys.argv[3]
 book = Ledger(path)
 done, errors = [], []

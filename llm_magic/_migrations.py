@@ -1,0 +1,188 @@
+"""The ledger's schema, as ordered migrations recorded by name in the ``_migrations`` table.
+
+A released migration never changes (simonw/llm's ``migrations.py`` style): each one writes out
+its own tables and columns literally and reads nothing of the live code, so a column added to
+:class:`~llm_magic.record.CallRecord` reaches old and new ledgers alike through a migration of
+its own (``ALTER TABLE calls ADD COLUMN …``), appended to :data:`MIGRATIONS`. The names recorded
+in existing ledgers (``m001_calls`` … ``m005_reservations``) are kept exactly. The schema all
+the migrations make from nothing is written down in ``docs/ledger-schema.md`` and checked by
+``tests/test_ledger.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .errors import LedgerError
+from .record import utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+__all__ = ["MIGRATIONS", "migrate"]
+
+
+def m001_calls(conn: Connection) -> None:
+    """The calls table as schema 1 made it: 31 columns, with its two indexes."""
+    from sqlalchemy import Column, Float, Index, Integer, MetaData, Table, Text
+
+    Table(
+        "calls",
+        MetaData(),
+        Column("call_id", Text, primary_key=True),
+        Column("trace_id", Text, nullable=False),
+        Column("ts_start", Text),
+        Column("ts_end", Text),
+        Column("requested_model", Text),
+        Column("model", Text),
+        Column("provider", Text),
+        Column("fallback_from", Text),
+        Column("attempts", Integer),
+        Column("status", Text, nullable=False),
+        Column("error_type", Text),
+        Column("http_status", Integer),
+        Column("input_tokens", Integer),
+        Column("output_tokens", Integer),
+        Column("usage_source", Text),
+        Column("cost_usd", Float),
+        Column("price_source", Text),
+        Column("latency_s", Float),
+        Column("ttft_s", Float),
+        Column("output_tps", Float),
+        Column("max_tokens", Integer),
+        Column("temperature", Float),
+        Column("agent", Text),
+        Column("user", Text),
+        Column("tags", Text),
+        Column("chat", Text),
+        Column("execution_count", Integer),
+        Column("key_alias", Text),
+        Column("prompt", Text),
+        Column("response", Text),
+        Column("error_message", Text),
+        Index("calls_ts_start", "ts_start"),
+        Index("calls_trace", "trace_id"),
+    ).create(conn)
+
+
+def m002_prices_aliases(conn: Connection) -> None:
+    """Price overrides (``%llm price``) and aliases (``%llm alias``)."""
+    from sqlalchemy import Column, Float, MetaData, Table, Text
+
+    meta = MetaData()
+    Table(
+        "prices",
+        meta,
+        Column("model", Text, primary_key=True),
+        Column("input_per_1m", Float, nullable=False),
+        Column("output_per_1m", Float, nullable=False),
+        Column("set_at", Text, nullable=False),
+    ).create(conn)
+    Table(
+        "aliases",
+        meta,
+        Column("name", Text, primary_key=True),
+        Column("model", Text, nullable=False),
+    ).create(conn)
+
+
+def m003_summary_index(conn: Connection) -> None:
+    """The columns ``summary()`` reads, in one covering index: its scans read this narrow copy
+    (~120 bytes a row) instead of every row's prompt and response text (~1 KB)."""
+    from sqlalchemy import text
+
+    conn.execute(
+        text(
+            'CREATE INDEX IF NOT EXISTS calls_summary ON calls ("status", "ts_start", "model", '
+            '"provider", "agent", "user", "chat", "input_tokens", "output_tokens", "cost_usd", '
+            '"latency_s", "ttft_s")'
+        )
+    )
+
+
+def m004_finish_setup(conn: Connection) -> None:
+    """Why an answer stopped (``length`` = cut at max_tokens) and the set-up a call waited for
+    before it could be sent (importing litellm, starting the local model)."""
+    from sqlalchemy import text
+
+    conn.execute(text("ALTER TABLE calls ADD COLUMN finish_reason TEXT"))
+    conn.execute(text("ALTER TABLE calls ADD COLUMN setup_s FLOAT"))
+
+
+def m005_reservations(conn: Connection) -> None:
+    """Budget reservations: the worst-case cost of each call in flight, visible to every
+    process (``budget.reserve``). A row lives from just before sending until the call's ledger
+    row is written (same transaction), or until it expires (a killed process)."""
+    from sqlalchemy import text
+
+    conn.execute(
+        text(
+            "CREATE TABLE reservations ("
+            "call_id TEXT PRIMARY KEY, model TEXT, amount_usd DOUBLE PRECISION NOT NULL, "
+            "created_at TEXT NOT NULL, expires_at TEXT NOT NULL, host TEXT, pid INTEGER)"
+        )
+    )
+
+
+# In order; a new migration goes at the end, under a new name. Never edit one above.
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
+    ("m001_calls", m001_calls),
+    ("m002_prices_aliases", m002_prices_aliases),
+    ("m003_summary_index", m003_summary_index),
+    ("m004_finish_setup", m004_finish_setup),
+    ("m005_reservations", m005_reservations),
+]
+
+
+def _create_log(conn: Connection) -> None:
+    """The ``_migrations`` table itself: which migrations a ledger has, and when."""
+    from sqlalchemy import Column, MetaData, Table, Text
+
+    Table(
+        "_migrations",
+        MetaData(),
+        Column("name", Text, primary_key=True),
+        Column("applied_at", Text),
+    ).create(conn)
+
+
+def _applied(conn: Connection) -> set[str]:
+    from sqlalchemy import text
+
+    return set(conn.execute(text("SELECT name FROM _migrations")).scalars())
+
+
+def migrate(engine: Engine, dialect: str, where: object) -> None:
+    """Apply the migrations ``engine``'s ledger lacks, in order, in one transaction (one
+    process at a time). A ledger with a migration this code does not know was written by a
+    newer llm_magic: :class:`LedgerError`, and nothing is touched."""
+    from sqlalchemy import inspect, text
+
+    known = {name for name, _ in MIGRATIONS}
+    with engine.connect() as conn:  # a read first: works while another process writes
+        if inspect(conn).has_table("_migrations"):
+            done = _applied(conn)
+            if done >= known and not done - known:
+                return
+    with engine.connect().execution_options(immediate=True) as conn:
+        with conn.begin():
+            if dialect == "postgresql":
+                # one kernel migrates at a time; the others wait, then find it done
+                conn.execute(text("SELECT pg_advisory_xact_lock(7419001)"))
+            if not inspect(conn).has_table("_migrations"):
+                _create_log(conn)
+            done = _applied(conn)
+            newer = sorted(done - known)
+            if newer:
+                raise LedgerError(
+                    f"{where} was written by a newer llm_magic (schema {newer[-1]}); "
+                    "upgrade llm_magic, or set LLM_MAGIC_LEDGER to another file"
+                )
+            for name, step in MIGRATIONS:
+                if name not in done:
+                    step(conn)
+                    conn.execute(
+                        text("INSERT INTO _migrations (name, applied_at) VALUES (:n, :at)"),
+                        {"n": name, "at": utcnow().isoformat()},
+                    )

@@ -1,0 +1,131 @@
+"""Reading the ledger into pandas: typed frames and the SQL-aggregated summary."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ._sql import tables
+from .errors import UsageProblem
+from .record import COLUMNS, utcnow
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sqlalchemy.engine import Engine
+
+__all__ = ["GROUPS", "typed", "summary_query", "summary_parts", "summary_frame"]
+
+GROUPS = ("model", "agent", "user", "day", "status", "provider", "chat")
+INT_COLUMNS = [name for name, kind in COLUMNS if kind == "int"]
+
+
+class SummaryQuery(NamedTuple):
+    totals: Any  # calls, errors, tokens, cost by key
+    inputs: Any  # key, latency_s, ttft_s of the ok calls (SQLite's percentiles, in pandas)
+    ok: list[Any]  # the WHERE of the ok calls
+    key: Any  # the grouping expression, labelled ``by``
+    by: str
+
+
+def summary_query(by: str, today: bool) -> SummaryQuery:
+    """The queries of ``Ledger.summary(by, today)``; :class:`UsageProblem` for a bad ``by``."""
+    from sqlalchemy import case, func, literal, select
+
+    if by not in GROUPS:
+        raise UsageProblem(f"cannot group by {by!r}: use one of {', '.join(GROUPS)}")
+    c = tables()["calls"].c
+    key = func.substr(c.ts_start, 1, 10) if by == "day" else c[by]
+    key = func.coalesce(key, literal("—")).label(by)
+    where = [c.ts_start >= utcnow().date().isoformat()] if today else []
+    totals = (
+        select(
+            key,
+            func.count().label("calls"),
+            func.sum(case((c.status != "ok", 1), else_=0)).label("errors"),
+            func.coalesce(func.sum(c.input_tokens), 0).label("input_tokens"),
+            func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"),
+            func.sum(c.cost_usd).label("cost_usd"),  # NULL when every cost is unknown
+            func.sum(case((c.cost_usd.is_(None), 1), else_=0)).label("unpriced_calls"),
+        )
+        .where(*where)
+        .group_by(key)
+        .order_by(key)
+    )
+    ok = [*where, c.status == "ok"]
+    inputs = select(key, c.latency_s, c.ttft_s).where(*ok)
+    return SummaryQuery(totals, inputs, ok, key, by)
+
+
+def typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame read by pandas from the calls table, with the ledger's types: UTC timestamps,
+    floats (NaN for NULL), nullable integers, tags as dicts."""
+    import pandas as pd
+
+    for col in ("ts_start", "ts_end"):
+        if col in frame:
+            frame[col] = pd.to_datetime(frame[col], utc=True, format="ISO8601")
+    for col in ("cost_usd", "latency_s", "ttft_s", "output_tps", "temperature", "setup_s"):
+        if col in frame:
+            frame[col] = frame[col].astype("float64")
+    for col in INT_COLUMNS:
+        if col in frame:
+            frame[col] = frame[col].astype("Int64")
+    if "tags" in frame:
+        frame["tags"] = frame["tags"].map(
+            lambda t: json.loads(t) if isinstance(t, str) and t else {}
+        )
+    return frame
+
+
+def summary_parts(
+    engine: Engine,
+    dialect: str,
+    query: SummaryQuery,
+    fast: Callable[[], pd.DataFrame | None] | None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The totals, and the latency spread of ok calls (PostgreSQL's percentiles; for SQLite
+    pandas' over three columns, read by ``fast`` when given)."""
+    import pandas as pd
+    from sqlalchemy import func, select
+
+    totals, inputs, ok, key, by = query
+    c = tables()["calls"].c
+    with engine.connect() as conn:
+        out = pd.read_sql(totals, conn).set_index(by)
+        if dialect == "postgresql":
+            pct = (
+                select(
+                    key,
+                    func.percentile_cont(0.5).within_group(c.latency_s).label("p50_latency_s"),
+                    func.percentile_cont(0.95).within_group(c.latency_s).label("p95_latency_s"),
+                    func.percentile_cont(0.5).within_group(c.ttft_s).label("p50_ttft_s"),
+                )
+                .where(*ok)
+                .group_by(key)
+            )
+            spread = pd.read_sql(pct, conn).set_index(by)
+        else:  # SQLite has no percentiles: fetch three columns of the ok calls only
+            raw = fast() if fast is not None else None
+            if raw is None:
+                raw = pd.read_sql(inputs, conn)
+            raw = raw.astype({"latency_s": "float64", "ttft_s": "float64"})  # even if empty
+            grouped = raw.groupby(by)
+            spread = pd.DataFrame(
+                {
+                    "p50_latency_s": grouped["latency_s"].median(),
+                    "p95_latency_s": grouped["latency_s"].quantile(0.95),
+                    "p50_ttft_s": grouped["ttft_s"].median(),
+                }
+            )
+    return out, spread
+
+
+def summary_frame(out: pd.DataFrame, spread: pd.DataFrame) -> pd.DataFrame:
+    """Totals and spread joined, with fixed dtypes (even when empty)."""
+    out = out.join(spread, how="left")
+    for col in ("calls", "errors", "input_tokens", "output_tokens", "unpriced_calls"):
+        out[col] = out[col].astype("int64")
+    for col in ("cost_usd", "p50_latency_s", "p95_latency_s", "p50_ttft_s"):
+        out[col] = out[col].astype("float64")
+    return out
