@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,17 @@ class Journal:
             os.ftruncate(fd, 0)
             os.fsync(fd)
         return len(rows)
+
+    def cost_on(self, now: datetime) -> float:
+        """The known cost of the rows waiting here that started on ``now``'s day (UTC) or
+        later: spend all the same, for the daily budget."""
+        today = now.date().isoformat()
+        total = 0.0
+        for r in self.rows():
+            cost = r.get("cost_usd")
+            if isinstance(cost, (int, float)) and str(r.get("ts_start") or "") >= today:
+                total += float(cost)
+        return total
 
 
 def journal_path(url: str, path: Path | str) -> Path:

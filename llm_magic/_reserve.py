@@ -15,7 +15,7 @@ from .record import utcnow
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-__all__ = ["RESERVATION_TTL_S", "hold"]
+__all__ = ["RESERVATION_TTL_S", "hold", "drop", "total"]
 
 RESERVATION_TTL_S = 900.0  # a reservation left by a killed process on another host expires
 
@@ -84,3 +84,27 @@ def hold(
                 )
             )
     return True, spent, held
+
+
+def drop(engine: Engine, call_id: str) -> bool:
+    """Remove ``call_id``'s reservation; False if the database could not be reached."""
+    from sqlalchemy import exc as sa_exc
+
+    res = tables()["reservations"]
+    try:
+        with engine.begin() as conn:
+            conn.execute(res.delete().where(res.c.call_id == call_id))
+    except sa_exc.DBAPIError:
+        return False
+    return True
+
+
+def total(engine: Engine) -> float:
+    """Dollars held by calls in flight (all processes)."""
+    from sqlalchemy import func, select
+
+    res = tables()["reservations"]
+    with engine.connect() as conn:
+        return float(
+            conn.execute(select(func.coalesce(func.sum(res.c.amount_usd), 0.0))).scalar() or 0.0
+        )

@@ -179,6 +179,7 @@ def for_status(
     not found, 408 timeout, 429 rate limited, 529 overloaded, other 5xx server error, other
     4xx bad request; no status (or below 400): a plain :class:`ProviderError`."""
     low = message.lower()
+    kind: type[ProviderError]
     if (
         "context length" in low
         or "prompt is too long" in low

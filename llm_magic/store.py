@@ -23,7 +23,6 @@ import math
 import threading
 import warnings
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -200,7 +199,7 @@ class Ledger:
         self.replay_pending()
         try:
             held, spent, others = _reserve.hold(
-                self._engine, self.dialect, call_id, model, amount, budget, self._journal_cost
+                self._engine, self.dialect, call_id, model, amount, budget, self.journal.cost_on
             )
         except sa_exc.DBAPIError as exc:
             raise problem(exc, self.path) from None
@@ -212,36 +211,14 @@ class Ledger:
 
     def release(self, call_id: str) -> None:
         """Drop a reservation whose call will write no row (best effort: it expires anyway)."""
-        from sqlalchemy import exc as sa_exc
-
-        res = tables()["reservations"]
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(res.delete().where(res.c.call_id == call_id))
-        except sa_exc.DBAPIError:
+        if not _reserve.drop(self._engine, call_id):
             return
         with self._reserved_lock:
             self._reserved.discard(call_id)
 
     def reservations(self) -> float:
         """Dollars held by calls in flight (all processes)."""
-        from sqlalchemy import func, select
-
-        res = tables()["reservations"]
-        with self._engine.connect() as conn:
-            return float(
-                conn.execute(select(func.coalesce(func.sum(res.c.amount_usd), 0.0))).scalar() or 0.0
-            )
-
-    def _journal_cost(self, now: datetime) -> float:
-        """Today's known cost of the rows waiting in the journal (spend all the same)."""
-        today = now.date().isoformat()
-        total = 0.0
-        for r in self.journal.rows():
-            cost = r.get("cost_usd")
-            if isinstance(cost, (int, float)) and str(r.get("ts_start") or "") >= today:
-                total += float(cost)
-        return total
+        return _reserve.total(self._engine)
 
     # -- prices and aliases --------------------------------------------------------------------
     def _upsert(self, table: Any, key: str, values: dict[str, Any]) -> None:
@@ -340,7 +317,7 @@ class Ledger:
         )
         with self._engine.connect() as conn:
             spent = float(conn.execute(query).scalar() or 0.0)
-        return spent + self._journal_cost(utcnow())
+        return spent + self.journal.cost_on(utcnow())
 
     def summary(self, by: str = "model", today: bool = False) -> pd.DataFrame:
         """Calls, tokens, cost (NaN if none known) and latency percentiles of ok calls, grouped
