@@ -16,6 +16,7 @@ import pytest
 
 import llm_magic as lm
 from llm_magic import _fastread
+from llm_magic._sql import row_values
 from llm_magic.errors import LedgerBusy, LedgerError
 from llm_magic.store import Ledger, LedgerWarning, utcnow
 from tests.fakekeys import fake_key
@@ -253,7 +254,7 @@ def test_a_paid_answer_survives_a_locked_ledger(
 def test_the_journal_replays_idempotently(tmp_path: Path) -> None:
     path = tmp_path / "l.sqlite"
     book = Ledger(str(path))
-    row = book._values(_row("same"))
+    row = row_values(_row("same"))
     book.journal.append(row)
     book.journal.append(row)  # a retried keep
     book.record(_row("other"))  # a successful write replays what waits

@@ -249,3 +249,46 @@ def test_a_ledger_made_before_the_reshape_opens_unchanged_with_its_rows(ledger_u
         stamps = set(conn.execute(text("SELECT applied_at FROM _migrations")).scalars())
     engine.dispose()
     assert stamps == {"2026-01-01T00:00:00+00:00"}
+
+
+STANDS_ALONE = """
+import sys
+from llm_magic.errors import UsageProblem
+from llm_magic.store import Ledger, utcnow
+book = Ledger(sys.argv[1])
+book.record({"call_id": "c1", "trace_id": "t", "ts_start": utcnow(), "status": "ok",
+             "input_tokens": 1000, "output_tokens": 500, "cost_usd": 0.0})
+assert len(book.df) == 1 and book.summary().loc["—", "calls"] == 1
+try:
+    book.reprice("gpt-4o")
+except UsageProblem as exc:
+    print("refused:", exc)
+policy = ("gateway", "pricing", "budget", "models", "local", "core", "comparison", "magics")
+print(sorted(m for m in sys.modules if m in {f"llm_magic.{p}" for p in policy} | {"litellm"}))
+import llm_magic as lm
+print(round(lm.ledger(sys.argv[1]).reprice("gpt-4o").repriced_cost_usd.sum(), 9))
+"""
+
+
+def test_the_ledger_stands_alone(tmp_path: Path) -> None:
+    """Used on its own, the ledger loads no provider, policy or face; its what-if reprice
+    says how to get it; through ``lm.ledger`` pricing is plugged in and it works."""
+    import os
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run(
+        [sys.executable, "-c", STANDS_ALONE, str(tmp_path / "l.sqlite")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout.splitlines()
+    assert (
+        out[0].startswith("refused: Ledger.reprice needs llm_magic's pricing")
+        and "lm.ledger()" in out[0]
+    )
+    assert out[1] == "[]"
+    assert float(out[2]) == pytest.approx(1000 * 2.5e-6 + 500 * 10e-6)
