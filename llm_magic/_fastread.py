@@ -156,6 +156,8 @@ def worth_a_child(engine: Engine, dialect: str, path: Path | str) -> bool:
 
 
 def read_frame(path: Path) -> pd.DataFrame:
+    """Every call of the SQLite ledger at ``path``, read by the child in parallel ``ts_start``
+    ranges, typed exactly as ``Ledger.df``'s general path types them."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
