@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+
+from .record import CallRecord
 
 __all__ = ["Result", "SETUP_SHOWN_S"]
 
@@ -43,6 +45,27 @@ class Result:
     finish_reason: str | None = None  # as the provider reported it: stop, length, tool_calls, …
     setup_s: float = 0.0  # waited before the request could be sent (import, local model start)
     max_tokens: int | None = None
+    record: CallRecord | None = field(default=None, repr=False, compare=False)  # its ledger row
+
+    @classmethod
+    def from_record(cls, rec: CallRecord, *, text: str, notes: list[str] | None = None) -> Result:
+        """The Result a call returns: a view of its ledger row (``rec``), with the answer's
+        full text (the row keeps it only when ``store_text`` is on) and the notes said with it."""
+        own = {"text", "requested_model", "model", "notes", "record"}
+        shared = {
+            f.name: getattr(rec, f.name)
+            for f in fields(cls)
+            if f.name not in own and hasattr(rec, f.name)
+        }
+        return cls(
+            text=text,
+            model=str(rec.model),
+            requested_model=str(rec.requested_model),
+            error=rec.error_message,
+            notes=list(notes or []),
+            record=rec,
+            **shared,
+        )
 
     @property
     def truncated(self) -> bool:

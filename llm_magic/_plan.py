@@ -1,0 +1,292 @@
+"""Planning a call: everything decided before the first byte is sent.
+
+:func:`make` plans one user request (validation, defaults, messages and chat history, the daily
+budget's verdict, the fallback chain); :func:`prepare` readies one model of that chain (set-up,
+routing, a bounded ``max_tokens``, the context fit, the price); :func:`guard` says whether it may
+be sent (context, per-request cap, unpriced-over-cap, budget reservation, downgrade). Nothing
+here sends anything or writes a ledger row: :mod:`llm_magic._attempt` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import budget, errors, gateway, local, pricing
+from .config import Settings, settings
+from .errors import UsageProblem
+from .models import Route, all_aliases, resolve
+from .store import Ledger, ledger
+
+DEFAULT_MAX_TOKENS = {"standard": 2048, "tools": 1024, "generate": 4096}
+CONTEXT_SHARE = 0.8  # over this share of the context window, old chat turns are dropped
+MAX_TOKENS_CEILING = 2**31 - 1  # beyond every model's output (and a 32-bit integer)
+
+Messages = list[dict[str, str]]
+
+_chats: dict[str, Messages] = {}
+_chats_lock = threading.Lock()
+
+
+@dataclass
+class Request:
+    """One user request, before routing."""
+
+    prompt: str | Messages
+    model: str | None = None
+    system: str | None = None
+    max_tokens: int | None = None
+    temperature: float = 0.0
+    agent: str | None = None
+    user: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    chat: str | None = None
+    execution_count: int | None = None
+    task: str = "standard"
+    store_text: bool | None = None
+
+    def validate(self) -> None:
+        if self.max_tokens is not None and (
+            not isinstance(self.max_tokens, int) or self.max_tokens <= 0
+        ):
+            raise UsageProblem(f"max_tokens must be a positive integer, not {self.max_tokens!r}")
+        if not isinstance(self.temperature, (int, float)) or not 0 <= self.temperature <= 2:
+            raise UsageProblem(f"temperature must be between 0 and 2, not {self.temperature!r}")
+        if isinstance(self.prompt, str) and not self.prompt.strip():
+            raise UsageProblem("The prompt is empty: write it in the cell body or pass it as text")
+
+
+@dataclass
+class Plan:
+    """One request, planned: what every model of its fallback chain shares."""
+
+    req: Request
+    cfg: Settings
+    book: Ledger
+    say: Callable[[str], None]
+    prepared_at: float  # when the set-up of the model being readied began
+    trace_id: str
+    max_tokens: int
+    store_text: bool
+    history: Messages
+    new: Messages
+    verdict: budget.Verdict
+    chain: list[str]  # the models to try, in order (a budget downgrade rewrites its tail)
+    notes: list[str] = field(default_factory=list)  # said with the answer, shared by its calls
+
+    @property
+    def prompt_text(self) -> str:
+        return "\n\n".join(str(m.get("content", "")) for m in self.new)
+
+
+@dataclass
+class Leg:
+    """One model of the chain, readied: where it goes, what it is sent, what it may cost."""
+
+    index: int
+    name: str
+    route: Route
+    max_tokens: int
+    messages: Messages
+    input_estimate: int
+    price: pricing.Price | None
+    refusal: errors.ProviderError | None = None  # set by guard(): refused before sending
+
+
+def _noop(_message: str) -> None:
+    pass
+
+
+def make(
+    req: Request,
+    cfg: Settings | None,
+    book: Ledger | None,
+    say: Callable[[str], None] | None = None,
+    waited_s: float = 0.0,
+) -> Plan:
+    """Plan ``req``; ``waited_s`` is set-up the caller already did on its behalf."""
+    prepared_at = time.perf_counter() - waited_s
+    req.validate()
+    cfg = cfg or settings()
+    book = book if book is not None else ledger(cfg.ledger)  # not bool(): a COUNT(*)
+    req.model = (req.model or cfg.default_model).strip()
+    history, new = messages(req)
+    notes: list[str] = []
+    verdict = budget.check_daily(cfg, book, req.model)
+    if verdict.note:
+        notes.append(verdict.note)
+    first = req.model
+    if verdict.action == "downgrade" and cfg.budget_downgrade_model:
+        first = cfg.budget_downgrade_model
+    return Plan(
+        req=req,
+        cfg=cfg,
+        book=book,
+        say=say or _noop,
+        prepared_at=prepared_at,
+        trace_id=uuid.uuid4().hex,
+        max_tokens=req.max_tokens or DEFAULT_MAX_TOKENS.get(req.task, 2048),
+        store_text=cfg.store_text if req.store_text is None else req.store_text,
+        history=history,
+        new=new,
+        verdict=verdict,
+        chain=[first] + [m for m in cfg.fallback_models if m not in (first, req.model)],
+        notes=notes,
+    )
+
+
+def prepare(plan: Plan, index: int, name: str) -> Leg | None:
+    """Ready ``name``, the chain's ``index``-th model; None when a fallback is skipped (no key,
+    unknown model). The user's own model raises :class:`UsageProblem` instead."""
+    if index:
+        plan.prepared_at = time.perf_counter()  # a fallback's own set-up
+    get_ready(name, plan.book, plan.say)
+    try:
+        route = resolve(name, plan.cfg, plan.book)
+    except UsageProblem:
+        if index == 0:
+            raise  # the user's own model: a usage error, nothing sent
+        plan.notes.append(f"Skipped fallback {name}: no key or unknown model")
+        return None
+    own = index == 0 and name == plan.req.model
+    call_max = bounded_max_tokens(route, plan.req, plan.max_tokens, own, plan.notes)
+    sent, estimate = fit_context(route, plan.history, plan.new, plan.notes)
+    price = pricing.price_for(route.model, route.provider, plan.book, also=(name,))
+    return Leg(index, name, route, call_max, sent, estimate, price)
+
+
+def guard(plan: Plan, leg: Leg, call_id: str) -> bool:
+    """Whether ``leg`` stays in the chain: False when the budget downgraded it (the downgrade
+    model is next). A refusal before sending is left in ``leg.refusal``; otherwise the worst
+    case is held in the ledger under ``call_id``, visible to every process."""
+    route, cfg = leg.route, plan.cfg
+    if route.context_window and leg.input_estimate > route.context_window * CONTEXT_SHARE:
+        leg.refusal = errors.ContextTooLong(
+            f"The prompt is ~{leg.input_estimate} tokens, over 80% of {route.model}'s "
+            f"{route.context_window}-token window: shorten it or use a larger model"
+        )
+        return True
+    worst = budget.worst_case_cost(leg.price, leg.input_estimate, leg.max_tokens)
+    refusal = _cost_refusal(plan, leg, worst)
+    if refusal is None:
+        held = budget.reserve(cfg, plan.book, call_id, route.model, worst, leg.name)
+        down = cfg.budget_downgrade_model
+        if held.action == "downgrade" and leg.index == 0 and down:
+            plan.notes.append(str(held.note))
+            plan.chain[1:] = [down] + [m for m in plan.chain[1:] if m != down]
+            return False
+        if held.action != "ok":
+            refusal = held.note
+    if refusal is not None:
+        leg.refusal = errors.BudgetRefused(refusal, model=route.model)
+    return True
+
+
+def _cost_refusal(plan: Plan, leg: Leg, worst: float | None) -> str | None:
+    """Why ``leg`` may not cost what it could: over the daily budget (refuse configured), its
+    worst case over ``MAX_COST_PER_REQUEST_USD``, or no price known while a cap is set."""
+    if plan.verdict.action == "refuse":
+        return plan.verdict.note
+    cap = plan.cfg.max_cost_per_request_usd
+    if cap is not None and worst is not None and worst > cap:
+        return (
+            f"Refused: this request could cost up to ${worst:.4f} ({leg.input_estimate} input "
+            f"tokens + {leg.max_tokens} max_tokens on {leg.route.model}), over "
+            f"MAX_COST_PER_REQUEST_USD=${cap:.4f}: lower --max-tokens or use a cheaper model"
+        )
+    return budget.unpriced_over_cap(plan.cfg, leg.price, leg.route.model)
+
+
+def get_ready(name: str, book: Ledger, say: Callable[[str], None] = _noop) -> None:
+    """The one-time set-up a call to ``name`` needs before it can be sent (import litellm; for
+    the local model, start its server and load its tokenizer), saying each step through ``say``
+    as it begins. Instant once done (or done in the background since ``%load_ext``)."""
+    if all_aliases(book).get(name, name) != local.LOCAL_ALIAS:
+        if not gateway.loaded():
+            say("loading providers…")
+            gateway._litellm()
+        return
+    if not local.server().running():
+        say("starting the local model…")
+        with contextlib.suppress(errors.LLMError):  # resolve() reports it, in its place
+            local.server().url()
+    if not local.tokenizer_loaded():
+        say("loading the local tokenizer…")
+        with contextlib.suppress(Exception):  # token counts fall back to an estimate
+            local._tokenizer()
+
+
+def bounded_max_tokens(
+    route: Route, req: Request, max_tokens: int, own_model: bool, notes: list[str]
+) -> int:
+    """``max_tokens`` within what ``route``'s model can write (litellm's ``max_output_tokens``).
+
+    Over it: refused when the user asked for that many from the model they named (a usage
+    error, nothing sent); otherwise (a default, a fallback, a downgrade) lowered, with a note."""
+    most = route.max_output
+    if not most and max_tokens > MAX_TOKENS_CEILING:
+        raise UsageProblem(  # no model writes that much; providers reject it as a 400
+            f"max_tokens {max_tokens} is beyond any model's output: refused, nothing sent; "
+            f"ask for at most {route.model}'s maximum (e.g. --max-tokens 4096)"
+        )
+    if not most or max_tokens <= most:
+        return max_tokens
+    if own_model and req.max_tokens is not None:
+        raise UsageProblem(
+            f"max_tokens {req.max_tokens} is over {route.model}'s maximum output of {most} "
+            f"tokens: refused, nothing sent; ask for at most {most} (--max-tokens {most})"
+        )
+    notes.append(f"max_tokens lowered from {max_tokens} to {most}, {route.model}'s maximum")
+    return most
+
+
+def fit_context(
+    route: Route, history: Messages, new: Messages, notes: list[str]
+) -> tuple[Messages, int]:
+    """Drop the oldest chat turns while over 80% of the window; returns (messages, tokens)."""
+    sent = history + new
+    tokens = gateway.count_tokens(route.litellm_model, sent)
+    window = route.context_window
+    if not window:
+        return sent, tokens
+    limit = int(window * CONTEXT_SHARE)
+    dropped = 0
+    system = [m for m in history if m.get("role") == "system"]
+    turns = [m for m in history if m.get("role") != "system"]
+    while tokens > limit and turns:
+        turns = turns[2:] if len(turns) >= 2 else []
+        dropped += 1
+        sent = system + turns + new
+        tokens = gateway.count_tokens(route.litellm_model, sent)
+    if dropped:
+        notes.append(
+            f"Dropped the {dropped} oldest chat turn(s) to stay under 80% of the context window"
+        )
+    return sent, tokens
+
+
+def messages(req: Request) -> tuple[Messages, Messages]:
+    """(history, new messages) for this request."""
+    history = list(_chats.get(req.chat, [])) if req.chat else []
+    if isinstance(req.prompt, str):
+        new = [{"role": "user", "content": req.prompt}]
+    else:
+        new = [dict(m) for m in req.prompt]
+    if req.system and not any(m.get("role") == "system" for m in history + new):
+        history = [{"role": "system", "content": req.system}, *history]
+    return history, new
+
+
+def remember(req: Request, new: Messages, answer: str) -> None:
+    """Keep the turn in the ``--chat`` history (when there is an answer to keep)."""
+    if req.chat and answer:
+        with _chats_lock:
+            history = _chats.setdefault(req.chat, [])
+            if req.system and not history:
+                history.append({"role": "system", "content": req.system})
+            history.extend(new)
+            history.append({"role": "assistant", "content": answer})
