@@ -18,7 +18,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import budget, errors, gateway, local, pricing, retry
+from . import budget, errors, gateway, keys, local, pricing, retry
 from .config import Settings, settings
 from .errors import UsageProblem
 from .models import Route, all_aliases, resolve
@@ -330,6 +330,7 @@ def _execute(
         get_ready(name, book, say)
         try:
             route = resolve(name, cfg, book)
+            route.base_url()  # the embedded model's server (started by get_ready): its URL now
         except UsageProblem:
             if index == 0:
                 raise  # the user's own model: a usage error, nothing sent
@@ -389,7 +390,7 @@ def _execute(
             result = call.finish(book, "refused_budget", refused)
             raise _attach(refused, result)
 
-        pool = cfg.keys(route.provider) if route.key is not None and not cfg.api_base else None
+        pool = keys.pool(cfg, route.provider) if route.key and not cfg.api_base else None
         limited_keys: set[str] = set()  # the keys that got a 429 during this call
         say(f"waiting for {route.model}…")
         while True:
