@@ -20,9 +20,10 @@ from IPython.display import display
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, validate
 
 from . import errors
+from ._cell import Guard, show_stream
 from ._interpolate import interpolate
 from .config import check_number, settings
-from .display import Guard, StreamView, choose_mode, show_stream
+from .display import StreamView, choose_mode
 from .secrets import mask_url
 
 __all__ = ["LLMMagics"]
@@ -280,9 +281,8 @@ class LLMMagics(Magics):
         view.start("preparing the calls…")
         with Guard(view, "Interrupted before the requests were sent") as setup:
             cfg, book = self.settings(), self.book()
-            waited = prepare(
-                jobs, cfg, book, say=view.status
-            )  # unknown model, no key: nothing sent
+            # unknown model, no key, too many tokens: a usage error, nothing sent
+            waited = prepare(jobs, cfg, book, say=view.status)
         if setup.interrupted:
             return None
         frame = show_comparison(jobs, view, cfg, book, waited_s=waited)
