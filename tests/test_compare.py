@@ -194,3 +194,22 @@ def test_validating_a_comparison_starts_no_local_server(clean_env, tmp_path) -> 
         "usage No key for openai",
         "after False",
     ], out.stderr[-2000:]
+
+
+def test_a_table_row_measures_a_call_as_the_ledger_does() -> None:
+    """One output_tps rule (NaN without a first token) and the ledger's column names."""
+    import math
+
+    from llm_magic.comparison import Outcome
+    from llm_magic.record import NAMES, tokens_per_second
+
+    timed = Result(text="a b", model="m", requested_model="m", output_tokens=6)
+    timed.latency_s, timed.ttft_s = 2.0, 0.5
+    row = Outcome("m", 0, timed, None).row()
+    assert row["output_tps"] == tokens_per_second(6, 2.0, 0.5) == 4.0
+    untimed = Result(text="", model="m", requested_model="m", output_tokens=6, latency_s=2.0)
+    assert math.isnan(Outcome("m", 0, untimed, None).row()["output_tps"])  # no first token
+    failed = Outcome("m", 0, None, "No key for openai").row()
+    assert set(failed) == set(row)
+    shared = set(row) - {"model", "repeat", "answered_by", "text", "error"}
+    assert shared <= set(NAMES)  # every measure under the ledger's name for it
