@@ -12,8 +12,9 @@ import time
 import uuid
 from collections.abc import Generator, Iterator
 
-from . import _plan, budget, errors, gateway, pricing, retry
-from .config import KeyPool, Settings
+from . import _plan, budget, errors, gateway, keys, pricing, retry
+from .config import Settings
+from .keys import KeyPool
 from .models import Route
 from .record import CallRecord, tokens_per_second, utcnow
 from .result import Result
@@ -50,7 +51,7 @@ class Call:
             messages=self.leg.messages,
             max_tokens=self.leg.max_tokens,
             temperature=plan.req.temperature,
-            api_base=route.api_base,
+            api_base=route.base_url(),  # the embedded model's server: its URL asked for now
             api_key=route.key,  # a Secret: revealed only inside the litellm call
             timeout=plan.cfg.timeout_s,
             direct=route.provider == "local",  # no litellm on the embedded model's path
@@ -271,7 +272,7 @@ class Run:
 
 def _key_pool(cfg: Settings, route: Route) -> KeyPool | None:
     """The provider's rotating keys (none through a proxy or for a keyless provider)."""
-    return cfg.keys(route.provider) if route.key is not None and not cfg.api_base else None
+    return keys.pool(cfg, route.provider) if route.key is not None and not cfg.api_base else None
 
 
 def _pick_key(pool: KeyPool | None, route: Route, attempt: int) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from .secrets import MaskedURL, Secret, mask_url, register_url
 
 __all__ = [
     "Settings",
-    "KeyPool",
+    "ProviderKeys",
     "settings",
     "reload_settings",
     "default_ledger_path",
@@ -130,62 +129,20 @@ def default_ledger_path() -> Path:
     return Path(user_data_dir("llm_magic", appauthor=False)) / "ledger.sqlite"
 
 
-class KeyPool:
-    """The keys of one provider. Holds :class:`Secret` only.
+@dataclass(frozen=True)
+class ProviderKeys:
+    """The keys of one provider as the environment gives them (:class:`Secret` only), and how
+    they rotate. Their live state (turns, cool-downs) is :func:`llm_magic.keys.pool`'s."""
 
-    ``round_robin`` (default) or ``lru`` (``LLM_MAGIC_KEY_STRATEGY``); a key that got a 429
-    cools down and is skipped while another one is free."""
-
-    def __init__(self, provider: str, keys: list[Secret], strategy: str = "round_robin") -> None:
-        self.provider = provider
-        self.keys = keys
-        self.strategy = strategy
-        self._turn = 0
-        self._last_used: dict[Secret, float] = {k: 0.0 for k in keys}
-        self._cool_until: dict[Secret, float] = {}
-        self._lock = threading.Lock()
+    provider: str
+    keys: tuple[Secret, ...] = ()
+    strategy: str = "round_robin"
 
     def __bool__(self) -> bool:
         return bool(self.keys)
 
     def __repr__(self) -> str:
-        return f"KeyPool({self.provider}, {len(self.keys)} key(s), {self.strategy})"
-
-    def _free(self, now: float) -> list[Secret]:
-        return [k for k in self.keys if self._cool_until.get(k, 0.0) <= now]
-
-    def next(self) -> Secret | None:
-        """The key for the next request: a free one if any, else the one free soonest."""
-        if not self.keys:
-            return None
-        with self._lock:
-            now = time.monotonic()
-            free = self._free(now)
-            if not free:
-                chosen = min(self.keys, key=lambda k: self._cool_until.get(k, 0.0))
-            elif self.strategy == "lru":
-                chosen = min(free, key=lambda k: self._last_used[k])
-            else:
-                n = len(self.keys)
-                order = [self.keys[(self._turn + i) % n] for i in range(n)]
-                chosen = next(k for k in order if k in free)
-                self._turn = (self.keys.index(chosen) + 1) % n
-            self._last_used[chosen] = now
-            return chosen
-
-    def cool(self, key: Secret, seconds: float) -> None:
-        """Rest ``key`` for ``seconds`` (after a 429)."""
-        with self._lock:
-            self._cool_until[key] = time.monotonic() + max(seconds, 0.0)
-
-    def wait_time(self, key: Secret) -> float:
-        """Seconds until ``key`` may be used again (0 when it is free)."""
-        with self._lock:
-            return max(0.0, self._cool_until.get(key, 0.0) - time.monotonic())
-
-    def any_free(self) -> bool:
-        with self._lock:
-            return bool(self._free(time.monotonic()))
+        return f"ProviderKeys({self.provider}, {len(self.keys)} key(s), {self.strategy})"
 
 
 def _text(name: str) -> str:
@@ -206,7 +163,7 @@ def _secret_env(name: str) -> Secret | None:
     return Secret(value, name) if value else None
 
 
-def _keys_for(provider: str) -> KeyPool:
+def _read_keys(provider: str) -> ProviderKeys:
     strategy = os.environ.get("LLM_MAGIC_KEY_STRATEGY", "round_robin").strip().lower()
     if strategy not in ("round_robin", "lru"):  # checked before any key is read
         raise UsageProblem(f"LLM_MAGIC_KEY_STRATEGY={strategy!r}: use round_robin or lru")
@@ -221,7 +178,7 @@ def _keys_for(provider: str) -> KeyPool:
     secrets = [
         Secret(v, f"{name}#{i + 1}" if len(values) > 1 else name) for i, v in enumerate(values)
     ]
-    return KeyPool(provider, secrets, strategy)
+    return ProviderKeys(provider, tuple(secrets), strategy)
 
 
 @dataclass
@@ -240,7 +197,7 @@ class Settings:
     ollama_api_base: str = "http://localhost:11434"
     store_text: bool = True
     timeout_s: float = 120.0
-    _pools: dict[str, KeyPool] = field(default_factory=dict, repr=False)
+    _keys: dict[str, ProviderKeys] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         """Every setting, with URL passwords and query-string secrets masked (keys are
@@ -277,11 +234,12 @@ class Settings:
             not in ("0", "false", "no", "off"),
         )
 
-    def keys(self, provider: str) -> KeyPool:
-        """The key pool of ``provider`` (read from the environment on first use)."""
-        if provider not in self._pools:
-            self._pools[provider] = _keys_for(provider)
-        return self._pools[provider]
+    def keys(self, provider: str) -> ProviderKeys:
+        """The keys of ``provider`` (read from the environment on first use); the pool that
+        rotates them and remembers cool-downs is ``llm_magic.keys.pool(settings, provider)``."""
+        if provider not in self._keys:
+            self._keys[provider] = _read_keys(provider)
+        return self._keys[provider]
 
     def key_env_name(self, provider: str) -> str:
         return f"{KEY_PREFIX.get(provider, provider.upper())}_API_KEY"

@@ -191,32 +191,6 @@ def check_request(
     return route
 
 
-# Transitional (issue 10): magics.py and comparison.py still drive the old private generator and
-# bound max_tokens themselves; they move to start() / check_request() in their own branches.
-# Delete these two once they have.
-def _execute(
-    req: Request,
-    cfg: Settings | None = None,
-    book: Ledger | None = None,
-    *,
-    status: Callable[[str], None] | None = None,
-    waited_s: float = 0.0,
-) -> Generator[str, None, Result | None]:
-    answer = start(req, cfg, book, status=status, waited_s=waited_s)
-    for chunk in answer:
-        try:
-            yield chunk
-        except KeyboardInterrupt:
-            raise errors.Interrupted(answer.interrupt()) from None
-        except GeneratorExit:
-            answer.close()
-            raise
-    return answer.result
-
-
-_bounded_max_tokens = _plan.bounded_max_tokens
-
-
 def _request(prompt: Any, model: str | None, max_tokens: int | None, **kw: Any) -> Request:
     tags = kw.pop("tags", None) or {}
     return Request(prompt=prompt, model=model, max_tokens=max_tokens, tags=dict(tags), **kw)

@@ -310,6 +310,12 @@ class CompareView:
             bundle = render_final(result, "markdown")
             out.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
 
+    def fail(self, message: str) -> None:
+        """Nothing was compared (e.g. a Ctrl-C before sending): the columns go, the line stays
+        (on stderr)."""
+        self.discard()
+        print(message, file=sys.stderr)
+
     def discard(self) -> None:
         """Nothing to compare after all (e.g. a usage error): the columns go."""
         if self._handle is not None:

@@ -10,8 +10,6 @@ import argparse
 import dataclasses
 import keyword
 import shlex
-import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +20,7 @@ from IPython.display import display
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, validate
 
 from . import errors
+from ._cell import Guard, show_stream
 from ._interpolate import interpolate
 from .config import check_number, settings
 from .display import StreamView, choose_mode
@@ -222,55 +221,28 @@ class LLMMagics(Magics):
             choose_mode(self.display_mode, self.shell), args.format, self.updates_per_second
         )
         view.start()
-        try:
+        result = None
+        with Guard(view):
             request = self._request(args, prompt, model)
             request.validate()
-        except errors.UsageProblem as exc:
-            view.discard()
-            raise UsageError(str(exc)) from None
-        from .core import _execute
-
-        result = None
-        try:
             if args.task and not args.model:
-                from . import gateway
-                from .comparison import route_for_task
+                request.model = self._route(args.task, view)
+            from .core import start
 
-                if not gateway.loaded():
-                    view.status("loading providers…")
-                request.model = route_for_task(args.task)
-            gen = _execute(request, self.settings(), self.book(), status=view.status)
-            while True:
-                try:
-                    chunk = next(gen)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                if args.no_stream:
-                    view.text += chunk
-                    continue
-                try:
-                    view.add(chunk)
-                except KeyboardInterrupt:
-                    gen.throw(KeyboardInterrupt)
-            view.finish(result)
-        except errors.Interrupted as stop:
-            result = stop.result
-            view.finish(result)
-        except errors.UsageProblem as exc:
-            view.discard()
-            raise UsageError(str(exc)) from None
-        except UsageError:
-            view.discard()
-            raise
-        except errors.ProviderError as exc:
-            result = getattr(exc, "result", None)
-            view.fail(f"{type(exc).__name__}: {exc}", result)
-        except KeyboardInterrupt:  # during the set-up: nothing was sent, nothing recorded
-            view.fail("Interrupted before the request was sent")
+            stream = start(request, self.settings(), self.book(), status=view.status)
+            result = show_stream(view, stream, buffered=args.no_stream)
         if args.out and result is not None:
             shell.user_ns[args.out] = result
         return None
+
+    def _route(self, task: str, view: StreamView) -> str:
+        """The model the routing table picks for ``task`` (it needs litellm: seconds, once)."""
+        from . import gateway
+        from .models import route_for_task
+
+        if not gateway.loaded():
+            view.status("loading providers…")
+        return route_for_task(task)
 
     def _request(self, args: argparse.Namespace, prompt: str, model: str) -> Any:
         from .core import Request
@@ -293,96 +265,28 @@ class LLMMagics(Magics):
 
     def _run_compare(self, args: argparse.Namespace, prompt: str, models: list[str]) -> Any:
         """``-m a,b,c``: every model at once, side by side, then a table."""
-        import queue
-        import threading
-
-        import pandas as pd
-
-        from .comparison import TABLE_COLUMNS, Outcome, run_concurrently
-        from .core import _bounded_max_tokens, get_ready
+        from .comparison import prepare, show_comparison
         from .display import CompareView
-        from .models import resolve
 
         if len(set(models)) != len(models):
             raise UsageError("List each model once in -m (lm.compare(..., repeats=n) repeats them)")
         if args.chat:
             raise UsageError("--chat keeps one conversation: use it with a single -m MODEL")
         jobs = [(self._request(args, prompt, m), 0) for m in models]
-        try:
-            for request, _ in jobs:
-                request.validate()
-        except errors.UsageProblem as exc:
-            raise UsageError(str(exc)) from None
+        for request, _ in jobs:
+            request.validate()
         view = CompareView(
             choose_mode(self.display_mode, self.shell), models, self.updates_per_second
         )
         view.start("preparing the calls…")
-        began = time.perf_counter()
-        try:
+        with Guard(view, "Interrupted before the requests were sent") as setup:
             cfg, book = self.settings(), self.book()
-            for m in models:  # the one-time set-up, said on the status line as it happens
-                get_ready(m, book, view.status)
-            for request, _ in jobs:
-                # unknown model, no key, more than the model can write: nothing sent
-                route = resolve(str(request.model), cfg, book)
-                if request.max_tokens is not None:
-                    _bounded_max_tokens(route, request, request.max_tokens, True, [])
-        except errors.UsageProblem as exc:
-            view.discard()
-            raise UsageError(str(exc)) from None
-        except UsageError:
-            view.discard()
-            raise
-        except KeyboardInterrupt:
-            view.discard()
-            print("Interrupted before the requests were sent", file=sys.stderr)
+            # unknown model, no key, too many tokens: a usage error, nothing sent
+            waited = prepare(jobs, cfg, book, say=view.status)
+        if setup.interrupted:
             return None
-        waited = time.perf_counter() - began  # every call waited for this set-up
-        view.status("waiting for the first tokens…")
-        events: queue.Queue[tuple[Any, ...]] = queue.Queue()
-        stop = threading.Event()
-        box: dict[str, list[Outcome]] = {}
-
-        def work() -> None:
-            try:
-                box["outcomes"] = run_concurrently(
-                    jobs,
-                    on_chunk=lambda m, c: events.put(("chunk", m, c)),
-                    on_done=lambda o: events.put(("done", o)),
-                    stop=stop,
-                    cfg=cfg,
-                    book=book,
-                    waited_s=waited,
-                )
-            finally:
-                events.put(("end",))
-
-        worker = threading.Thread(target=work, name="llm-compare", daemon=True)
-        worker.start()
-        wait = view.interval or 0.05
-        while True:
-            try:
-                event = events.get(timeout=wait)
-            except queue.Empty:
-                view.flush()
-                continue
-            except KeyboardInterrupt:
-                stop.set()  # each stream stops at its next chunk, recorded as interrupted
-                continue
-            if event[0] == "chunk":
-                view.add(event[1], event[2])
-            elif event[0] == "done":
-                outcome = event[1]
-                view.finish_one(outcome.model, outcome.result, outcome.error)
-            else:
-                break
-        worker.join()
-        frame = pd.DataFrame([o.row() for o in box.get("outcomes", [])])
-        if frame.empty:
-            view.close()
-            return None
-        view.finish(frame.set_index("model")[TABLE_COLUMNS[1:] + ["error"]])
-        if args.out:
+        frame = show_comparison(jobs, view, cfg, book, waited_s=waited)
+        if args.out and frame is not None:
             shell: Any = self.shell
             shell.user_ns[args.out] = frame
         return None

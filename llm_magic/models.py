@@ -1,16 +1,27 @@
-"""From the name a user writes (``local``, an alias, a LiteLLM id) to where the call goes."""
+"""From the name a user writes (``local``, an alias, a LiteLLM id, a task) to where the call
+goes: aliases, the routing table of tasks, and :func:`resolve` to a :class:`Route`."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
-from . import gateway, local
+from . import config, gateway, keys, local
 from .config import KEYLESS, Settings
 from .errors import UsageProblem
 from .record import Book
 from .secrets import Secret, mask_url
 
-__all__ = ["Route", "resolve", "BUILTIN_ALIASES", "all_aliases", "follow_alias", "add_alias"]
+__all__ = [
+    "Route",
+    "resolve",
+    "BUILTIN_ALIASES",
+    "all_aliases",
+    "follow_alias",
+    "add_alias",
+    "ROUTES",
+    "route_for_task",
+]
 
 # Short names that work out of the box; `%llm alias NAME MODEL` adds more (kept in the ledger).
 BUILTIN_ALIASES = {
@@ -45,6 +56,14 @@ class Route:
     @property
     def key_alias(self) -> str | None:
         return self.key.alias if self.key is not None else None
+
+    def base_url(self) -> str | None:
+        """The base URL to send to: ``api_base``, or for the embedded model its server's URL,
+        asked for now — which starts the server if it is not running — and kept. The sender
+        calls this; :func:`resolve` does not, so validating a name never starts a server."""
+        if self.api_base is None and self.provider == "local":
+            self.api_base = f"{local.server().url()}/v1"
+        return self.api_base
 
 
 def all_aliases(ledger: Book) -> dict[str, str]:
@@ -93,13 +112,12 @@ def resolve(name: str, settings: Settings, ledger: Book) -> Route:
         raise UsageProblem("No model given: use -m MODEL, e.g. -m local or -m gpt-4o")
     model = follow_alias(requested, all_aliases(ledger))
     if model == local.LOCAL_ALIAS:
-        url = local.server().url()
-        return Route(
+        return Route(  # its server's URL: asked for when the call is sent (Route.base_url)
             requested=requested,
             model=f"local/{local.SERVED_NAME}",
             provider="local",
             litellm_model=f"openai/{local.SERVED_NAME}",
-            api_base=f"{url}/v1",
+            api_base=None,
             key=None,
             context_window=local.CONTEXT_WINDOW,
         )
@@ -131,8 +149,7 @@ def resolve(name: str, settings: Settings, ledger: Book) -> Route:
     if provider in ("ollama", "ollama_chat"):
         api_base = settings.ollama_api_base
     elif provider not in KEYLESS:
-        pool = settings.keys(provider)
-        key = pool.next()
+        key = keys.pool(settings, provider).next()
         if key is None:
             env = settings.key_env_name(provider)
             raise UsageProblem(
@@ -148,3 +165,41 @@ def resolve(name: str, settings: Settings, ledger: Book) -> Route:
         context_window=int(window) if window else None,
         max_output=int(most) if most else None,
     )
+
+
+# The decision framework: the first model of a task's list that has a key answers; else local.
+ROUTES: dict[str, list[str]] = {
+    "reason": ["claude-opus-4-5", "o1"],
+    "standard": ["claude-sonnet-4-5", "gpt-4o"],
+    "classify": ["claude-haiku-4-5", "gpt-4o-mini"],
+    "private": ["local"],
+    "generate": ["claude-sonnet-4-5", "gpt-4o"],
+}
+
+
+def _routes() -> dict[str, list[str]]:
+    """:data:`ROUTES`, with each task's list replaced by ``LLM_MAGIC_ROUTE_<TASK>`` if set."""
+    table = {task: list(models) for task, models in ROUTES.items()}
+    for task in table:
+        raw = os.environ.get(f"LLM_MAGIC_ROUTE_{task.upper()}", "")
+        if raw.strip():
+            table[task] = [m.strip() for m in raw.split(",") if m.strip()]
+    return table
+
+
+def route_for_task(task: str, cfg: Settings | None = None) -> str:
+    """The model the routing table picks for ``task`` (first with a key present, else local)."""
+    cfg = cfg or config.settings()
+    table = _routes()
+    if task not in table:
+        raise UsageProblem(f"Unknown task {task!r}: use one of {', '.join(table)}")
+    for model in table[task]:
+        if model == "local":
+            return model
+        try:
+            provider = gateway.provider_of(model)
+        except UsageProblem:
+            continue
+        if provider in KEYLESS or cfg.api_base or keys.pool(cfg, provider):
+            return model
+    return "local"

@@ -46,8 +46,9 @@ class TestingShell(InteractiveShell):
 @pytest.fixture(autouse=True)
 def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """No real keys, no .env, a private ledger file per test."""
-    from llm_magic import config
+    from llm_magic import config, keys
 
+    keys.forget()  # key pools live for the process: each test starts with fresh cool-downs
     for name in provider_env():
         monkeypatch.delenv(name, raising=False)
     ledger_path = tmp_path / "ledger.sqlite"

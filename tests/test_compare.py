@@ -9,8 +9,9 @@ import pytest
 
 import llm_magic as lm
 from llm_magic import config
-from llm_magic.comparison import compare, route_for_task
+from llm_magic.comparison import compare
 from llm_magic.display import CompareView
+from llm_magic.models import route_for_task
 from llm_magic.result import Result
 from tests.conftest import published
 from tests.fakekeys import fake_key
@@ -144,3 +145,71 @@ def test_task_flag_routes_the_cell(fp, ip_ledger, clean_env, monkeypatch) -> Non
     fp.script(ok("positive", 5, 1))
     ip_ledger.run_cell_magic("llm", "-t classify -o r", "Sentiment of 'great!'")
     assert ip_ledger.user_ns["r"].model == "gpt-4o-mini"
+
+
+VALIDATE_ONLY = """
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from llm_magic import config, local, models, store
+
+ip = InteractiveShell.instance()
+ip.run_line_magic("load_ext", "llm_magic")
+ip.run_line_magic("config", "LLMMagics.display_mode = 'text'")
+print("before", local.server().running())
+route = models.resolve("local", config.settings(), store.ledger())
+print("resolved", route.provider, route.api_base)
+try:
+    ip.run_cell_magic("llm", "-m local,gpt-4o", "Hi")
+except UsageError as exc:
+    print("usage", str(exc).split(":")[0])
+print("after", local.server().running())
+"""
+
+
+def test_validating_a_comparison_starts_no_local_server(clean_env, tmp_path) -> None:
+    """``-m local,gpt-4o`` without an OpenAI key is a usage error, found before the embedded
+    model's server is started for nothing; resolving ``local`` alone starts nothing either.
+    In a fresh process with its own data directory: no server of this session is visible."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "XDG_DATA_HOME": str(tmp_path / "data"),  # where a running server would be noted
+        "LLM_MAGIC_WARM_UP": "0",
+    }
+    env.pop("LLM_MAGIC_LOCAL_URL", None)
+    out = subprocess.run(
+        [sys.executable, "-c", VALIDATE_ONLY], env=env, capture_output=True, text=True, timeout=240
+    )
+    said = [line for line in out.stdout.splitlines() if not line.startswith("Comparing")]
+    assert said == [
+        "before False",
+        "resolved local None",  # its URL is asked for only when a call is sent
+        "usage No key for openai",
+        "after False",
+    ], out.stderr[-2000:]
+
+
+def test_a_table_row_measures_a_call_as_the_ledger_does() -> None:
+    """One output_tps rule (NaN without a first token) and the ledger's column names."""
+    import math
+
+    from llm_magic.comparison import Outcome
+    from llm_magic.record import NAMES, tokens_per_second
+
+    timed = Result(text="a b", model="m", requested_model="m", output_tokens=6)
+    timed.latency_s, timed.ttft_s = 2.0, 0.5
+    row = Outcome("m", 0, timed, None).row()
+    assert row["output_tps"] == tokens_per_second(6, 2.0, 0.5) == 4.0
+    untimed = Result(text="", model="m", requested_model="m", output_tokens=6, latency_s=2.0)
+    assert math.isnan(Outcome("m", 0, untimed, None).row()["output_tps"])  # no first token
+    failed = Outcome("m", 0, None, "No key for openai").row()
+    assert set(failed) == set(row)
+    shared = set(row) - {"model", "repeat", "answered_by", "text", "error"}
+    assert shared <= set(NAMES)  # every measure under the ledger's name for it

@@ -129,3 +129,35 @@ def test_missing_local_extra_in_a_cell_is_one_line(ip_ledger, monkeypatch) -> No
     monkeypatch.setattr(local.server(), "url", unavailable)
     with pytest.raises(UsageError, match=r"llm_magic\[local\]"):
         ip_ledger.run_cell_magic("llm", "-m local", "Hi")
+
+
+def test_guard_ends_either_view_the_same_way_when_no_call_happens(front_end, capsys) -> None:
+    """A usage mistake removes the view and is one UsageError line; a Ctrl-C before sending
+    leaves its line (single answer: in the cell; comparison: on stderr) and is not re-raised."""
+    from IPython.core.error import UsageError
+
+    from llm_magic._cell import Guard
+    from llm_magic.display import CompareView
+
+    view = StreamView("handle")
+    view.start()
+    with pytest.raises(UsageError, match="^No key for openai: set OPENAI_API_KEY$"):
+        with Guard(view):
+            raise errors.UsageProblem("No key for openai: set OPENAI_API_KEY")
+    assert published(front_end)[-1]["data"] == {"text/plain": ""}  # the status line went
+    view = StreamView("handle")
+    view.start()
+    with Guard(view) as guard:
+        raise KeyboardInterrupt
+    assert guard.interrupted
+    said = published(front_end)[-1]["data"]["text/plain"]
+    assert said == "Interrupted before the request was sent"
+    columns = CompareView("handle", ["a", "b"])
+    columns.start("preparing the calls…")
+    with Guard(columns, "Interrupted before the requests were sent") as guard:
+        raise KeyboardInterrupt
+    assert guard.interrupted and published(front_end)[-1]["data"] == {"text/plain": ""}
+    assert "Interrupted before the requests were sent" in capsys.readouterr().err
+    with Guard(columns) as guard:
+        pass  # nothing happened: nothing to say
+    assert not guard.interrupted
