@@ -25,6 +25,7 @@ from .models import Route, all_aliases, resolve
 from .result import Result
 from .secrets import scrub
 from .store import Ledger, ledger, utcnow
+from .vocab import DEFAULT_MAX_TOKENS
 
 __all__ = [
     "Request",
@@ -38,7 +39,6 @@ __all__ = [
     "get_ready",
 ]
 
-DEFAULT_MAX_TOKENS = {"standard": 2048, "tools": 1024, "generate": 4096}
 CONTEXT_SHARE = 0.8  # over this share of the context window, old chat turns are dropped
 MAX_TOKENS_CEILING = 2**31 - 1  # beyond every model's output (and a 32-bit integer)
 
