@@ -77,19 +77,31 @@ def __getattr__(name: str) -> Any:
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext llm_magic``: register ``%llm``/``%%llm`` (nothing heavy is imported here).
 
-    In a Jupyter kernel it also begins the slow one-time set-up in background threads
-    (importing litellm; starting the local model when it is the default), so the first cell
-    answers sooner; ``LLM_MAGIC_WARM_UP=0`` turns that off."""
+    The magics object joins ``ipython.configurables`` as it is made (IPython's ``Magics``
+    does that), so ``%config LLMMagics.x = …`` reaches it. In a Jupyter kernel this also begins
+    the slow one-time set-up in background threads (importing litellm; starting the local model
+    when it is the default), so the first cell answers sooner; ``LLM_MAGIC_WARM_UP=0`` turns
+    that off."""
     from . import _warmup
     from .magics import LLMMagics
 
     magics = LLMMagics(shell=ipython)
     ipython.register_magics(magics)
-    if magics not in ipython.configurables:
-        ipython.configurables.append(magics)
     if _warmup.wanted(ipython):
         _warmup.begin(magics.default_model)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """Nothing to undo: the local model, if started, stops when the kernel exits."""
+    """``%unload_ext llm_magic``: ``%llm``/``%%llm`` and the ``LLMMagics`` settings object
+    go; a later ``%load_ext llm_magic`` registers them afresh. The local model, if started,
+    keeps running until the kernel exits (or ``%llm local stop`` before unloading)."""
+    manager = ipython.magics_manager
+    magics = manager.registry.pop("LLMMagics", None)
+    if magics is None:
+        return
+    for kind in ("line", "cell"):
+        table = manager.magics[kind]
+        for name, fn in list(magics.magics[kind].items()):
+            if table.get(name) == fn:  # only what is still ours (not a magic registered since)
+                del table[name]
+    ipython.configurables[:] = [c for c in ipython.configurables if c is not magics]

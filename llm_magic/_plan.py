@@ -21,8 +21,8 @@ from .config import Settings, settings
 from .errors import UsageProblem
 from .models import Route, all_aliases, resolve
 from .store import Ledger, ledger
+from .vocab import DEFAULT_MAX_TOKENS
 
-DEFAULT_MAX_TOKENS = {"standard": 2048, "tools": 1024, "generate": 4096}
 CONTEXT_SHARE = 0.8  # over this share of the context window, old chat turns are dropped
 MAX_TOKENS_CEILING = 2**31 - 1  # beyond every model's output (and a 32-bit integer)
 

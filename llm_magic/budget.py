@@ -20,6 +20,7 @@ from .config import Settings
 from .errors import LedgerError
 from .pricing import Price
 from .record import Book, utcnow
+from .vocab import usd
 
 __all__ = [
     "BudgetWarning",
@@ -31,11 +32,6 @@ __all__ = [
     "worst_case_cost",
     "usd",
 ]
-
-
-def usd(amount: float) -> str:
-    """Dollars, with cents for budgets of a dollar or more and more digits below."""
-    return f"${amount:.2f}" if amount >= 1 else f"${amount:.6f}".rstrip("0").rstrip(".")
 
 
 class BudgetWarning(UserWarning):

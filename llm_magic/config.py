@@ -21,6 +21,8 @@ __all__ = [
     "reload_settings",
     "default_ledger_path",
     "check_number",
+    "override",
+    "clear_overrides",
 ]
 
 # Providers whose keys we look up, and the environment prefix each one uses.
@@ -247,21 +249,59 @@ class Settings:
 
 _settings: Settings | None = None
 _settings_lock = threading.Lock()
+_overrides: dict[str, object] = {}  # set in this process (``%llm budget 5``), over the environment
+_ENV_NAME = {"timeout_s": "LLM_MAGIC_TIMEOUT_S"}  # a numeric setting's variable, when not NAME
+
+
+def _read() -> Settings:
+    cfg = Settings.from_env()
+    for name, value in _overrides.items():
+        setattr(cfg, name, value)
+    return cfg
 
 
 def settings() -> Settings:
-    """The process-wide settings, read from the environment on first use."""
+    """The process-wide settings, read from the environment on first use, with the values set
+    by :func:`override` laid over them."""
     global _settings
     with _settings_lock:
         if _settings is None:
-            _settings = Settings.from_env()
+            _settings = _read()
         return _settings
 
 
 def reload_settings() -> Settings:
-    """Read the environment again (after changing ``os.environ`` or ``.env``)."""
+    """Read the environment again (after changing ``os.environ`` or ``.env``); values set by
+    :func:`override` in this process still apply."""
     global _settings
     with _settings_lock:
         _settings = None  # a bad value is reported again next time, never the stale settings
-        _settings = Settings.from_env()
+        _settings = _read()
         return _settings
+
+
+def override(**values: object) -> None:
+    """Set settings for the rest of this process, over the environment: ``%llm budget 5`` is
+    ``override(daily_budget_usd=5.0)``. Nothing is re-read, so nothing else changes (key pools
+    keep their cool-downs). Numbers are checked as strictly as the environment's (``None``
+    unsets an optional one); a bad value changes nothing."""
+    known = {f.name for f in fields(Settings) if f.repr}
+    checked: dict[str, object] = {}
+    for name, value in values.items():
+        if name not in known:
+            raise TypeError(f"override(): no setting {name!r}; settings are {', '.join(known)}")
+        env = _ENV_NAME.get(name, name.upper())
+        checked[name] = check_number(env, value) if env in _LIMITS and value is not None else value
+    with _settings_lock:
+        _overrides.update(checked)
+        if _settings is not None:
+            for name, value in checked.items():
+                setattr(_settings, name, value)
+
+
+def clear_overrides() -> None:
+    """Forget every :func:`override`: the settings are read from the environment again."""
+    global _settings
+    with _settings_lock:
+        _overrides.clear()
+        _settings = None

@@ -22,6 +22,7 @@ from html import escape as html_escape
 from typing import Any
 
 from .result import Result
+from .vocab import DISPLAY_MODES
 
 __all__ = [
     "StreamView",
@@ -42,7 +43,7 @@ COLUMN_CLASS = "llm-magic-column"  # each model's answer cell in it
 
 def choose_mode(preference: str, shell: Any) -> str:
     """``handle`` in a kernel, ``widget`` or ``handle`` when asked, ``text`` elsewhere."""
-    if preference in ("widget", "handle", "text"):
+    if preference in DISPLAY_MODES and preference != "auto":
         return preference
     in_kernel = shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
     return "handle" if in_kernel else "text"

@@ -9,27 +9,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import keyword
-import shlex
-from collections.abc import Callable
+import os
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import display
+from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, default, validate
 
-from . import errors
+from . import _commands, errors
 from ._cell import Guard, show_stream
 from ._interpolate import interpolate
-from .config import check_number, settings
+from .config import settings
 from .display import StreamView, choose_mode
-from .secrets import mask_url
+from .vocab import DEFAULT_MAX_TOKENS, DISPLAY_MODES, FORMATS, TASKS
 
 __all__ = ["LLMMagics"]
-
-TASKS = ("reason", "standard", "classify", "private", "generate")
-FORMATS = ("markdown", "text", "code", "json")
 
 
 def _tags(values: list[str] | None) -> dict[str, str]:
@@ -42,13 +37,6 @@ def _tags(values: list[str] | None) -> dict[str, str]:
     return out
 
 
-class _LineParser(argparse.ArgumentParser):
-    """argparse for ``%llm`` subcommands: errors become one-line UsageErrors."""
-
-    def error(self, message: str) -> Any:
-        raise UsageError(f"%llm {self.prog}: {message}")
-
-
 @magics_class
 class LLMMagics(Magics):
     """Talk to LLMs from cells; every call lands in the ledger (``lm.ledger().df``)."""
@@ -57,11 +45,14 @@ class LLMMagics(Magics):
         help="Model used when -m is absent (env DEFAULT_MODEL; 'local' = embedded SmolLM2)."
     ).tag(config=True)
     max_tokens = Int(
-        0, help="Default max_tokens for every call (0 = by task: 2048 standard, 4096 generate)."
+        0,
+        help="Default max_tokens for every call (0 = by task: "
+        + ", ".join(f"{n} {task}" for task, n in DEFAULT_MAX_TOKENS.items())
+        + ").",
     ).tag(config=True)
     temperature = Float(0.0, help="Default sampling temperature.").tag(config=True)
     display_mode = Enum(
-        ["auto", "widget", "handle", "text"],
+        list(DISPLAY_MODES),
         "auto",
         help="How answers stream: ipywidgets Output, an updated display, or plain text.",
     ).tag(config=True)
@@ -85,10 +76,8 @@ class LLMMagics(Magics):
 
     @default("display_mode")
     def _default_display(self) -> str:
-        import os
-
         mode = os.environ.get("LLM_MAGIC_DISPLAY", "auto").strip() or "auto"
-        return mode if mode in ("auto", "widget", "handle", "text") else "auto"
+        return mode if mode in DISPLAY_MODES else "auto"
 
     @validate("max_tokens")
     def _check_max_tokens(self, proposal: Any) -> int:
@@ -107,19 +96,6 @@ class LLMMagics(Magics):
         if not 0 < proposal["value"] <= 120:
             raise TraitError("LLMMagics.updates_per_second must be in (0, 120]")
         return float(proposal["value"])
-
-    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
-        super().__init__(shell=shell, **kwargs)
-        self.subcommands: dict[str, Callable[[list[str]], Any]] = {
-            "models": self._cmd_models,
-            "ledger": self._cmd_ledger,
-            "budget": self._cmd_budget,
-            "local": self._cmd_local,
-            "config": self._cmd_config,
-            "alias": self._cmd_alias,
-            "price": self._cmd_price,
-            "reset": self._cmd_reset,
-        }
 
     # -- helpers -------------------------------------------------------------------------------
     def settings(self) -> Any:
@@ -154,6 +130,7 @@ class LLMMagics(Magics):
     @argument("--chat", help="keep a multi-turn conversation under this name")
     @argument("--no-stream", action="store_true", help="show the answer only when complete")
     @argument("words", nargs="*", help="subcommand for the line magic (see below)")
+    @kwds(epilog=_commands.summary())
     @line_cell_magic
     def llm(self, line: str, cell: str | None = None) -> Any:
         """Ask an LLM; the cell body is the prompt, streamed into the notebook.
@@ -164,14 +141,11 @@ class LLMMagics(Magics):
             Write a haiku about {topic}.
 
         ``{name}`` is replaced by the value of ``name`` in the notebook (unknown names and code
-        braces are left alone; ``{{``/``}}`` give literal braces).
-
-        Line magic subcommands: ``%llm models``, ``%llm ledger [--today] [--by model|agent|user|day]``,
-        ``%llm budget [USD]``, ``%llm local start|stop|status``, ``%llm config``,
-        ``%llm alias NAME MODEL``, ``%llm price MODEL IN_PER_1M OUT_PER_1M``, ``%llm reset [CHAT]``.
+        braces are left alone; ``{{``/``}}`` give literal braces). ``-m a,b`` compares models.
         """
-        if cell is None:
-            return self._subcommand(line)
+        if cell is None:  # %llm SUBCOMMAND: parse, then hand off
+            fn, opts = _commands.parse(line)
+            return _commands.call(self, fn, opts)
         args = parse_argstring(self.llm, line)
         if args.words:
             raise UsageError(
@@ -289,157 +263,4 @@ class LLMMagics(Magics):
         if args.out and frame is not None:
             shell: Any = self.shell
             shell.user_ns[args.out] = frame
-        return None
-
-    # -- %llm subcommands ----------------------------------------------------------------------
-    def _subcommand(self, line: str) -> Any:
-        try:
-            words = shlex.split(line)
-        except ValueError as exc:
-            raise UsageError(f"%llm: cannot parse {line!r} ({exc})") from None
-        if not words:
-            return self._cmd_config([])
-        name, rest = words[0], words[1:]
-        if name not in self.subcommands:
-            raise UsageError(
-                f"Unknown %llm subcommand {name!r}: use one of {', '.join(self.subcommands)} "
-                "(the prompt goes in a %%llm cell)"
-            )
-        try:
-            return self.subcommands[name](rest)
-        except errors.UsageProblem as exc:
-            raise UsageError(str(exc)) from None
-
-    def _cmd_models(self, rest: list[str]) -> Any:
-        import pandas as pd
-
-        from .config import KEY_PREFIX
-        from .local import server
-        from .models import all_aliases
-
-        cfg = settings()
-        rows = []
-        for alias, model in all_aliases(self.book()).items():
-            rows.append({"name": alias, "model": model})
-        frame = pd.DataFrame(rows)
-        keys = []
-        for provider in KEY_PREFIX:
-            pool = cfg.keys(provider)
-            keys.append(
-                {
-                    "provider": provider,
-                    "key": "✓" if pool else "✗",
-                    "keys": ", ".join(k.alias for k in pool.keys)
-                    or f"set {cfg.key_env_name(provider)}",
-                }
-            )
-        display(frame)
-        display(pd.DataFrame(keys))
-        print(server().status())
-        return None
-
-    def _cmd_ledger(self, rest: list[str]) -> Any:
-        parser = _LineParser(prog="ledger", add_help=False)
-        parser.add_argument("--today", action="store_true")
-        parser.add_argument("--by", default="model")
-        opts = parser.parse_args(rest)
-        book = self.book()
-        book.replay_pending()  # rows a busy ledger could not take, if it takes them now
-        table = book.summary(by=opts.by, today=opts.today)
-        print(f"{len(book)} call(s) in {book.path}; spent today ${book.cost_today():.6f}")
-        pending = book.pending()
-        if pending:
-            print(
-                f"{pending} call(s) pending in {book.journal.path}: the ledger could not take "
-                "them (busy or full); they go in on the next successful write"
-            )
-        return table
-
-    def _cmd_budget(self, rest: list[str]) -> Any:
-        import os
-
-        from .budget import usd
-        from .config import reload_settings
-
-        if rest:
-            value = check_number(
-                "DAILY_BUDGET_USD",
-                rest[0],
-                where=f"%llm budget {rest[0]!r}",
-                fix="give dollars, e.g. %llm budget 5",
-            )
-            os.environ["DAILY_BUDGET_USD"] = str(value)
-            reload_settings()
-        cfg = settings()
-        spent = self.book().cost_today()
-        if cfg.daily_budget_usd is None:
-            print(f"Spent today: ${spent:.6f}. No daily budget: set one with %llm budget USD")
-        else:
-            share = spent / cfg.daily_budget_usd if cfg.daily_budget_usd else float("inf")
-            print(
-                f"Spent today: ${spent:.6f} of {usd(cfg.daily_budget_usd)} ({share:.0%}); "
-                f"alert at {cfg.budget_alert_threshold:.0%}"
-            )
-        return None
-
-    def _cmd_local(self, rest: list[str]) -> Any:
-        from .local import server
-
-        action = rest[0] if rest else "status"
-        actions = {"start": server().start, "stop": server().stop, "status": server().status}
-        if action not in actions:
-            raise UsageError(f"%llm local {action!r}: use start, stop or status")
-        print(actions[action]())
-        return None
-
-    def _cmd_config(self, rest: list[str]) -> Any:
-        cfg = self.settings()
-        lines = [
-            f"default_model = {cfg.default_model}",
-            f"fallback_models = {', '.join(cfg.fallback_models) or '—'}",
-            f"daily_budget_usd = {cfg.daily_budget_usd}",
-            f"budget_alert_threshold = {cfg.budget_alert_threshold}",
-            f"budget_downgrade_model = {cfg.budget_downgrade_model}",
-            f"max_cost_per_request_usd = {cfg.max_cost_per_request_usd}",
-            f"ledger = {mask_url(cfg.ledger)}",
-            f"api_base = {mask_url(cfg.api_base) or None}",
-            f"api_key = {cfg.api_key.alias if cfg.api_key else '—'}",
-            f"max_tokens = {self.max_tokens or 'by task'}",
-            f"temperature = {self.temperature}",
-            f"display_mode = {self.display_mode}",
-            f"store_text = {cfg.store_text}",
-        ]
-        print("\n".join(lines))
-        return None
-
-    def _cmd_alias(self, rest: list[str]) -> Any:
-        from .models import add_alias
-
-        if len(rest) != 2:
-            raise UsageError("%llm alias NAME MODEL: e.g. %llm alias fast gpt-4o-mini")
-        target = add_alias(self.book(), rest[0], rest[1])
-        print(f"{rest[0]} → {rest[1]}" + (f" (→ {target})" if target != rest[1] else ""))
-        return None
-
-    def _cmd_price(self, rest: list[str]) -> Any:
-        if len(rest) != 3:
-            raise UsageError("%llm price MODEL IN_PER_1M OUT_PER_1M: e.g. %llm price my-model 3 15")
-        pin, pout = (
-            check_number(
-                "price",
-                raw,
-                where=f"%llm price {rest[0]}: {side}_PER_1M={raw!r}",
-                fix=f"give dollars per million tokens, e.g. %llm price {rest[0]} 3 15",
-            )
-            for side, raw in (("IN", rest[1]), ("OUT", rest[2]))
-        )
-        self.book().set_price(rest[0], pin, pout)
-        print(f"{rest[0]}: ${pin}/1M input, ${pout}/1M output (kept in the ledger)")
-        return None
-
-    def _cmd_reset(self, rest: list[str]) -> Any:
-        from .core import reset_chat
-
-        names = reset_chat(rest[0] if rest else None)
-        print(f"Forgot chat(s): {', '.join(names)}" if names else "No chat to forget")
         return None

@@ -19,6 +19,7 @@ from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .errors import UsageProblem
+from .vocab import usd_label
 
 if TYPE_CHECKING:
     import numpy as np
@@ -163,17 +164,6 @@ def _colors(names: Iterable[str]) -> dict[str, Any]:
     return colors
 
 
-def _usd(value: float) -> str:
-    """$1,234.50, $2.50, $0.0123, $0."""
-    if not math.isfinite(value):
-        return "unpriced"
-    if value == 0:
-        return "$0"
-    if abs(value) >= 1 or (abs(value) >= 0.01 and round(value, 2) == value):
-        return f"${value:,.2f}"
-    return f"${value:.3g}"
-
-
 def _num(value: float) -> str:
     """Three significant figures, no exponent: 0.0456, 1.23, 45.6, 1,234."""
     if not math.isfinite(value):
@@ -316,7 +306,7 @@ def cost_by_day(df: pd.DataFrame | None = None) -> Figure:
     if len(days) <= 31:  # label each bar with its total (and its unpriced calls)
         for i, day in enumerate(days):
             n = int(unpriced_by_day.get(day, 0))
-            label = _usd(bottom[i]) if bottom[i] else ("" if not n else "$0")
+            label = usd_label(bottom[i]) if bottom[i] else ("" if not n else "$0")
             if n:
                 label += f"\n+{n} unpriced"
             ax.annotate(
@@ -345,7 +335,7 @@ def cost_by_day(df: pd.DataFrame | None = None) -> Figure:
     ax.set_axisbelow(True)
     _title(
         ax,
-        f"Cost per day (UTC), by model: {_usd(float(bottom.sum()))} in {_plural(len(days), 'day')}",
+        f"Cost per day (UTC), by model: {usd_label(float(bottom.sum()))} in {_plural(len(days), 'day')}",
         _unpriced_note(unpriced),
     )
     return _plain(fig)
@@ -410,7 +400,7 @@ def cost_by(df: pd.DataFrame | None = None, by: str = "agent", top: int = 20) ->
         shades[-1] = _OTHER_COLOR
     ax.barh(y, widths, height=0.7, color=shades)
     for i, (cost, n) in enumerate(zip(table["cost"], table["unpriced"], strict=True)):
-        label = _usd(float(cost)) if not pd.isna(cost) else "no priced calls"
+        label = usd_label(float(cost)) if not pd.isna(cost) else "no priced calls"
         if n:
             label += f" (+{n} unpriced)"
         ax.annotate(
@@ -428,7 +418,7 @@ def cost_by(df: pd.DataFrame | None = None, by: str = "agent", top: int = 20) ->
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
     total = float(np.nansum(table["cost"].to_numpy(dtype=float)))
-    _title(ax, f"Total cost by {by}: {_usd(total)}", _unpriced_note(unpriced))
+    _title(ax, f"Total cost by {by}: {usd_label(total)}", _unpriced_note(unpriced))
     return _plain(fig)
 
 
@@ -481,7 +471,7 @@ def budget_burndown(
     if len(priced):
         xs = [0.0, *hours.tolist(), end]
         ys = [0.0, *cumulative.tolist(), spent]
-        ax.step(xs, ys, where="post", color="#1f77b4", lw=2, label=f"spent {_usd(spent)}")
+        ax.step(xs, ys, where="post", color="#1f77b4", lw=2, label=f"spent {usd_label(spent)}")
         ax.plot(hours, cumulative, "o", color="#1f77b4", ms=3)
     elif len(data):
         _no_data(ax, f"no data: all {_plural(len(data), 'call')} on {target} are unpriced", True)
@@ -491,7 +481,7 @@ def budget_burndown(
         ax.axvline(end, color="#888888", lw=0.8, ls=":", label="now")
     if budget is not None:
         ax.axhline(
-            budget, color="#d62728", lw=1.5, label=f"daily budget {_usd(budget)}", gid="budget"
+            budget, color="#d62728", lw=1.5, label=f"daily budget {usd_label(budget)}", gid="budget"
         )
         alert = threshold * budget
         ax.axhline(
@@ -499,7 +489,7 @@ def budget_burndown(
             color="#ff7f0e",
             lw=1.2,
             ls="--",
-            label=f"alert at {threshold:.0%}: {_usd(alert)}",
+            label=f"alert at {threshold:.0%}: {usd_label(alert)}",
             gid="alert",
         )
         ax.set_ylim(0, _headroom(max(budget, spent), 1.15))
@@ -511,10 +501,10 @@ def budget_burndown(
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="upper left")
-    headline = f"Spend on {target.isoformat()} (UTC): {_usd(spent)}"
+    headline = f"Spend on {target.isoformat()} (UTC): {usd_label(spent)}"
     if budget is not None:
         share = f" ({spent / budget:.0%})" if budget > 0 else ""
-        headline += f" of {_usd(budget)}{share}"
+        headline += f" of {usd_label(budget)}{share}"
     _title(ax, headline, *notes, _unpriced_note(unpriced))
     return _plain(fig)
 

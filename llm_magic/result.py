@@ -7,18 +7,11 @@ import math
 from dataclasses import dataclass, field, fields
 
 from .record import CallRecord
+from .vocab import cost
 
 __all__ = ["Result", "SETUP_SHOWN_S"]
 
 SETUP_SHOWN_S = 0.5  # the footer mentions set-up time above this
-
-
-def _money(value: float) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "cost unknown"
-    if value == 0:
-        return "$0"
-    return f"${value:.6f}" if value < 0.01 else f"${value:.4f}"
 
 
 @dataclass
@@ -80,7 +73,7 @@ class Result:
             parts.append(f"fallback from {self.fallback_from}")
         est = "~" if self.usage_source == "estimated" else ""
         parts.append(f"{est}{self.input_tokens} in / {est}{self.output_tokens} out tokens")
-        parts.append(_money(self.cost_usd))
+        parts.append(cost(self.cost_usd))
         if not math.isnan(self.latency_s):
             parts.append(f"{self.latency_s:.2f} s")
         if not math.isnan(self.ttft_s):

@@ -54,8 +54,10 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     ledger_path = tmp_path / "ledger.sqlite"
     monkeypatch.setenv("LLM_MAGIC_LEDGER", str(ledger_path))
     monkeypatch.chdir(tmp_path)  # no stray .env
+    config.clear_overrides()  # e.g. `%llm budget 2` in an earlier test
     config.reload_settings()
     yield ledger_path
+    config.clear_overrides()
     config.reload_settings()
 
 
