@@ -21,32 +21,33 @@ KEY = fake_key("KERNELKEY")
 
 
 @pytest.fixture
-def kernel(tmp_path: Path) -> Iterator[tuple[Any, Any, FakeProvider, Path]]:
-    with FakeProvider() as fp:
-        ledger = tmp_path / "kernel.sqlite"
-        env = {
-            **os.environ,
-            "OPENAI_API_BASE": fp.openai_base,
-            "OPENAI_API_KEY": KEY,
-            "LLM_MAGIC_LEDGER": str(ledger),
-            "LLM_MAGIC_DISPLAY": "handle",
-            "LLM_MAGIC_WARM_UP": "0",  # no local model started in the background here
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        }
-        km = KernelManager(kernel_name="python3")
-        km.start_kernel(env=env, cwd=str(tmp_path))
-        kc = km.client()
-        kc.start_channels()
-        try:
-            kc.wait_for_ready(timeout=120)
-            reply = kc.execute_interactive(
-                "%load_ext llm_magic\nimport llm_magic.gateway as g; g._litellm()", timeout=120
-            )
-            assert reply["content"]["status"] == "ok"
-            yield km, kc, fp, ledger
-        finally:
-            kc.stop_channels()
-            km.shutdown_kernel(now=True)
+def kernel(
+    fake_provider: FakeProvider, tmp_path: Path
+) -> Iterator[tuple[Any, Any, FakeProvider, Path]]:
+    ledger = tmp_path / "kernel.sqlite"
+    env = {
+        **os.environ,
+        "OPENAI_API_BASE": fake_provider.openai_base,
+        "OPENAI_API_KEY": KEY,
+        "LLM_MAGIC_LEDGER": str(ledger),
+        "LLM_MAGIC_DISPLAY": "handle",
+        "LLM_MAGIC_WARM_UP": "0",  # no local model started in the background here
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(env=env, cwd=str(tmp_path))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        reply = kc.execute_interactive(
+            "%load_ext llm_magic\nimport llm_magic.gateway as g; g._litellm()", timeout=120
+        )
+        assert reply["content"]["status"] == "ok"
+        yield km, kc, fake_provider, ledger
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
 
 
 def _texts(msg: dict[str, Any]) -> str:
