@@ -159,14 +159,13 @@ def test_max_tokens_beyond_the_model_is_refused_with_its_maximum(
 
 
 def test_max_tokens_beyond_any_model_is_refused_when_the_model_maximum_is_unknown(
-    clean_env, monkeypatch
+    fake_provider, clean_env, monkeypatch
 ) -> None:
-    with FakeProvider() as server:
-        monkeypatch.setenv("LLM_MAGIC_API_BASE", server.openai_base)  # a proxy's own model name
-        config.reload_settings()
-        with pytest.raises(lm.errors.UsageProblem, match="beyond any model's output"):
-            lm.complete("Hi", model="team-model-x", max_tokens=10_000_000_000)
-        assert posts(server) == []
+    monkeypatch.setenv("LLM_MAGIC_API_BASE", fake_provider.openai_base)  # a proxy's own model name
+    config.reload_settings()
+    with pytest.raises(lm.errors.UsageProblem, match="beyond any model's output"):
+        lm.complete("Hi", model="team-model-x", max_tokens=10_000_000_000)
+    assert posts(fake_provider) == []
     assert len(lm.ledger(str(clean_env))) == 0
 
 
@@ -292,15 +291,14 @@ def test_a_skipped_last_fallback_still_shows_each_error(provider, clean_env, mon
     assert any("Skipped fallback gemini/gemini-2.0-flash" in n for n in result.notes)
 
 
-def test_429_on_every_key_says_all_keys_were_limited(clean_env, monkeypatch) -> None:
-    with FakeProvider() as server:
-        monkeypatch.setenv("OPENAI_API_BASE", server.openai_base)
-        monkeypatch.setenv("OPENAI_API_KEYS", ",".join(KEYS))
-        config.reload_settings()
-        server.script(*[status(429)] * 4)
-        with pytest.raises(lm.errors.RateLimited) as caught:
-            lm.complete("Hi", model="gpt-4o", max_tokens=5)
-        assert {r.api_key for r in posts(server)} == set(KEYS)
+def test_429_on_every_key_says_all_keys_were_limited(fake_provider, clean_env, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_BASE", fake_provider.openai_base)
+    monkeypatch.setenv("OPENAI_API_KEYS", ",".join(KEYS))
+    config.reload_settings()
+    fake_provider.script(*[status(429)] * 4)
+    with pytest.raises(lm.errors.RateLimited) as caught:
+        lm.complete("Hi", model="gpt-4o", max_tokens=5)
+    assert {r.api_key for r in posts(fake_provider)} == set(KEYS)
     message = one_line(str(caught.value))
     assert "All 3 keys for openai were rate-limited" in message and "OPENAI_API_KEYS" in message
     assert not any(k in message for k in KEYS)

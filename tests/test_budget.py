@@ -213,7 +213,7 @@ print(ok, refused, flush=True)
 """
 
 
-def test_a_budget_holds_across_four_processes(clean_env, monkeypatch) -> None:
+def test_a_budget_holds_across_four_processes(fake_provider, clean_env, monkeypatch) -> None:
     """A budget worth exactly 10 calls; 4 processes × 8 calls at once: 10 answers, no more
     (before reservations: 13)."""
     import os
@@ -224,32 +224,32 @@ def test_a_budget_holds_across_four_processes(clean_env, monkeypatch) -> None:
     book = lm.ledger(str(clean_env))
     book.set_price("gpt-4o", 0, 1000)  # 5 output tokens = $0.005, worst case = real cost
     root = str(Path(__file__).resolve().parents[1])
-    with FakeProvider(default=ok("one two three four five", 3, 5)) as server:
-        env = {
-            **os.environ,
-            "OPENAI_API_BASE": server.openai_base,
-            "OPENAI_API_KEY": fake_key("BUDGETKEY", tail=16),
-            "DAILY_BUDGET_USD": "0.05",
-            "LLM_MAGIC_LEDGER": str(clean_env),
-            "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
-        }
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", HAMMER, "8"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                env=env,
-                text=True,
-            )
-            for _ in range(4)
-        ]
-        for p in procs:
-            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        outs = [p.communicate(timeout=240)[0].split() for p in procs]
+    fake_provider.default = ok("one two three four five", 3, 5)
+    env = {
+        **os.environ,
+        "OPENAI_API_BASE": fake_provider.openai_base,
+        "OPENAI_API_KEY": fake_key("BUDGETKEY", tail=16),
+        "DAILY_BUDGET_USD": "0.05",
+        "LLM_MAGIC_LEDGER": str(clean_env),
+        "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", HAMMER, "8"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    outs = [p.communicate(timeout=240)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     answered = sum(int(o[0]) for o in outs)
     refused = sum(int(o[1]) for o in outs)

@@ -60,7 +60,7 @@ def words(text: str) -> list[str]:
 
 @pytest.mark.local_model
 def test_answers_stay_in_the_saved_notebook_and_its_html_export(
-    local_model: str, tmp_path: Path
+    local_model: str, fake_provider: FakeProvider, tmp_path: Path
 ) -> None:
     import nbformat
     from nbclient import NotebookClient
@@ -81,11 +81,10 @@ def test_answers_stay_in_the_saved_notebook_and_its_html_export(
         "display_name": "Python 3",
         "language": "python",
     }
-    with FakeProvider() as fp:
-        fp.script(cut_after(3, text="alpha beta gamma delta epsilon zeta"))
-        env = kernel_env(fp, tmp_path / "nb.sqlite", LLM_MAGIC_LOCAL_URL=local_model)
-        client = NotebookClient(nb, timeout=300, kernel_name="python3")
-        client.execute(env=env, cwd=str(tmp_path))
+    fake_provider.script(cut_after(3, text="alpha beta gamma delta epsilon zeta"))
+    env = kernel_env(fake_provider, tmp_path / "nb.sqlite", LLM_MAGIC_LOCAL_URL=local_model)
+    client = NotebookClient(nb, timeout=300, kernel_name="python3")
+    client.execute(env=env, cwd=str(tmp_path))
     path = tmp_path / "saved.ipynb"
     nbformat.write(nb, path)
     saved = nbformat.read(path, as_version=4)  # what reopening finds, with no kernel

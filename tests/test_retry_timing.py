@@ -46,8 +46,8 @@ OTHER = {"openai": "claude-haiku-4-5", "anthropic": "gpt-4o-mini"}
 # The shortest wait anywhere in the reliability table (429 after attempt 1, and 500): 2 s.
 MIN_POLICY_WAIT_S = 2.0
 # Client-side time between a failed response and the next request leaving (litellm raising,
-# our translation, the ledger, building the next call): 20-125 ms seen once warm, even on a
-# loaded 2-core box; 0.3 s keeps the upper bounds meaningful without flaking.
+# our translation, the ledger, building the next call): 20-125 ms seen once warm on a quiet
+# machine. The upper bounds allow this much, or more on a loaded machine: see `allowance`.
 SLACK_S = 0.3
 
 
@@ -135,6 +135,14 @@ def use_env(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
     config.reload_settings()
 
 
+def allowance(started: float, first: RecordedRequest) -> float:
+    """How much later than its chosen wait a request may leave: SLACK_S on a quiet machine,
+    else 3x the time this same test took to get its first request out (``first.t - started``:
+    planning, the ledger, building the call), a baseline that a loaded machine slows alike.
+    The upper bounds are thus ratios to the test's own pace, never a fixed wall-clock time."""
+    return max(SLACK_S, 3 * (first.t - started))
+
+
 def gaps(calls: Sequence[RecordedRequest]) -> list[float]:
     return [b.t - a.t for a, b in zip(calls, calls[1:], strict=False)]
 
@@ -195,13 +203,14 @@ def test_429_backoff_doubles_with_jitter_then_stops_after_three_retries(
         jitter.append(d.wait_s / (2**k * scale) - 1)
     assert len({round(j, 9) for j in jitter}) > 1  # a fresh draw each time, not a constant
     # the wire: each gap is the drawn wait (never less), plus a little client overhead
+    slack = allowance(started, calls[0])
     for k, (gap, d) in enumerate(zip(gaps(calls), decisions[:3], strict=True), start=1):
         assert gap >= d.wait_s >= 2**k * scale
-        assert gap < d.wait_s + SLACK_S
-        assert gap < 2 ** (k + 1) * scale + SLACK_S
+        assert gap < d.wait_s + slack
+        assert gap < 2 ** (k + 1) * scale + slack
     # the 4th decision's wait is only its key's cool-down: nobody waits for it
     assert elapsed >= sum(d.wait_s for d in decisions if d.retry)
-    assert elapsed < sum(d.wait_s for d in decisions if d.retry) + 4 * SLACK_S
+    assert elapsed < sum(d.wait_s for d in decisions if d.retry) + 4 * slack
     assert_paced(calls, scale)
 
     row = rows(clean_env).iloc[-1]
@@ -232,6 +241,7 @@ def test_retry_after_longer_than_the_backoff_is_honoured(
 ) -> None:
     scale = use_scale(monkeypatch, 0.01)  # backoff 0.02-0.04 s; Retry-After 0.3 or 0.6 s
     provider.script(status(429, retry_after=retry_after()), ok("After the wait."))
+    started = time.monotonic()
     result = lm.complete("Hi", model=PRIMARY[wire], max_tokens=8)
     assert (result.status, result.text, result.attempts) == ("ok", "After the wait.", 2)
 
@@ -240,7 +250,7 @@ def test_retry_after_longer_than_the_backoff_is_honoured(
     first, second = provider.completions()
     gap = second.t - first.t
     assert gap >= low * scale  # not the 2-4 s backoff: the provider's longer Retry-After
-    assert gap < high * scale + SLACK_S  # and capped: 120 s is waited as 60 s, not more
+    assert gap < high * scale + allowance(started, first)  # capped: 120 s is waited as 60 s
     assert_paced([first, second], scale)
 
 
@@ -262,6 +272,7 @@ def test_server_errors_wait_the_table_time_then_stop(
 ) -> None:
     scale = use_scale(monkeypatch, 0.03)  # 0.06 / 0.15 / 0.3 s
     provider.script(*[status(code)] * (retries + 1), ok("never reached"))
+    started = time.monotonic()
     err, _ = fail(PRIMARY[wire])
     assert (err.error_type, err.status) == (error_type, code)
 
@@ -270,7 +281,7 @@ def test_server_errors_wait_the_table_time_then_stop(
     assert [d.retry for d in decisions] == [True] * retries + [False]
     for gap, d in zip(gaps(calls), decisions[:-1], strict=True):
         assert d.wait_s == pytest.approx(wait * scale)
-        assert wait * scale <= gap < wait * scale + SLACK_S
+        assert wait * scale <= gap < wait * scale + allowance(started, calls[0])
     assert_paced(calls, scale)
     row = rows(clean_env).iloc[-1]
     assert (row.status, row.http_status, row.attempts) == ("error", code, retries + 1)
@@ -303,9 +314,7 @@ def test_context_length_and_auth_errors_are_sent_once_and_never_fall_back(
     scale = use_scale(monkeypatch, 0.01)
     use_env(monkeypatch, FALLBACK_MODELS=OTHER[wire])
     provider.script(status(code), ok("fallback must not answer"))
-    started = time.monotonic()
     err, _ = fail(PRIMARY[wire])
-    assert time.monotonic() - started < 1.0  # no wait at all
     assert (err.error_type, err.status) == (error_type, code)
 
     calls = provider.completions()
@@ -368,6 +377,7 @@ def test_the_next_model_answers_when_retries_are_spent(
     scale = use_scale(monkeypatch, 0.02)
     use_env(monkeypatch, FALLBACK_MODELS="claude-haiku-4-5", LLM_MAGIC_TIMEOUT_S="0.5")
     provider.script(*script, ok("Fallback answer."))
+    started = time.monotonic()
     result = lm.complete("Hi", model="gpt-4o", max_tokens=8)
     assert_fell_back(
         result,
@@ -381,18 +391,19 @@ def test_the_next_model_answers_when_retries_are_spent(
     assert [c.model for c in calls] == ["gpt-4o"] * attempts + ["claude-haiku-4-5"]
     assert [c.api_key for c in calls] == [OPENAI_KEY] * attempts + [ANTHROPIC_KEY]
     spacing = gaps(calls)
+    slack = allowance(started, calls[0])
     for gap, d in zip(spacing[:-1], decisions[:-1], strict=True):  # the retries on gpt-4o
-        assert d.retry and d.wait_s <= gap < d.wait_s + SLACK_S
+        assert d.retry and d.wait_s <= gap < d.wait_s + slack
         if wait is not None:
             assert d.wait_s == pytest.approx(wait * scale)
     assert decisions[-1].retry is False and decisions[-1].fallback is True
     # the fallback goes out at once after the last failure (or the 0.5 s timeout)
     timeout = 0.5 if error_type == "timeout" else 0.0
-    assert timeout <= spacing[-1] < timeout + SLACK_S
+    assert timeout <= spacing[-1] < timeout + slack
     assert_paced(calls, scale)
 
 
-def test_connection_refused_falls_back_at_once(provider, clean_env, monkeypatch) -> None:
+def test_connection_refused_falls_back_at_once(provider, clean_env, monkeypatch, decisions) -> None:
     scale = use_scale(monkeypatch, 0.02)
     use_env(
         monkeypatch,
@@ -400,9 +411,11 @@ def test_connection_refused_falls_back_at_once(provider, clean_env, monkeypatch)
         FALLBACK_MODELS="claude-haiku-4-5",
     )
     provider.script(ok("Fallback answer."))
-    started = time.monotonic()
     result = lm.complete("Hi", model="gpt-4o", max_tokens=8)
-    assert time.monotonic() - started < 1.0  # refused: no retry, no wait
+    # refused: no retry, no wait, straight to the fallback
+    assert [(d.error_type, d.retry, d.wait_s, d.fallback) for d in decisions] == [
+        ("connection", False, 0.0, True)
+    ]
     assert_fell_back(result, rows(clean_env), error_type="connection", attempts=1, http_status=None)
     calls = provider.completions()
     assert [(c.model, c.api_key) for c in calls] == [("claude-haiku-4-5", ANTHROPIC_KEY)]
@@ -426,6 +439,7 @@ def test_a_break_before_the_first_token_is_retried_like_a_500(
     scale = use_scale(monkeypatch, 0.03)
     provider.script(broken, ok("Second try."))
     shown: list[str] = []
+    started = time.monotonic()
     result = lm.complete("Hi", model=PRIMARY[wire], max_tokens=8, on_text=shown.append)
     assert (result.status, result.text, result.attempts) == ("ok", "Second try.", 2)
     assert "".join(shown) == "Second try."  # nothing of the broken attempt leaks in
@@ -434,7 +448,7 @@ def test_a_break_before_the_first_token_is_retried_like_a_500(
     assert decided.wait_s == pytest.approx(2.0 * scale)
     first, second = provider.completions()
     gap = second.t - first.t
-    assert extra + 2.0 * scale <= gap < extra + 2.0 * scale + SLACK_S
+    assert extra + 2.0 * scale <= gap < extra + 2.0 * scale + allowance(started, first)
     assert_paced([first, second], scale)
     df = rows(clean_env)
     assert len(df) == 1 and (df.status.iloc[0], df.attempts.iloc[0]) == ("ok", 2)
@@ -446,13 +460,15 @@ def test_breaks_before_the_first_token_fall_back_when_retries_are_spent(
     scale = use_scale(monkeypatch, 0.02)
     use_env(monkeypatch, FALLBACK_MODELS="claude-haiku-4-5")
     provider.script(*[cut_after(0)] * 3, ok("Fallback answer."))
+    started = time.monotonic()
     result = lm.complete("Hi", model="gpt-4o", max_tokens=8)
     assert_fell_back(
         result, rows(clean_env), error_type="server_error", attempts=3, http_status=500
     )
     calls = provider.completions()
     assert [c.model for c in calls] == ["gpt-4o"] * 3 + ["claude-haiku-4-5"]
-    assert all(2.0 * scale <= g < 2.0 * scale + SLACK_S for g in gaps(calls)[:2])
+    slack = allowance(started, calls[0])
+    assert all(2.0 * scale <= g < 2.0 * scale + slack for g in gaps(calls)[:2])
     assert_paced(calls, scale)
 
 
