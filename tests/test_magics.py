@@ -44,6 +44,8 @@ def shown_usage_error(result, capsys) -> str:  # type: ignore[no-untyped-def]
 
 def test_config_traitlets(ip_ledger, capsys, caplog) -> None:
     ip_ledger.run_cell("%config LLMMagics.default_model = 'gpt-4o'")
+    magics = next(c for c in ip_ledger.configurables if type(c).__name__ == "LLMMagics")
+    assert magics.default_model == "gpt-4o"
     ip_ledger.run_cell("%llm config")
     assert "default_model = gpt-4o" in capsys.readouterr().out
     # a bad value is refused with a one-line message and the old value kept
@@ -53,7 +55,6 @@ def test_config_traitlets(ip_ledger, capsys, caplog) -> None:
     assert "must be between 0 and 2" in refused and "\n" not in refused
     ip_ledger.run_cell("%llm config")
     assert "temperature = 0.0" in capsys.readouterr().out
-    magics = next(c for c in ip_ledger.configurables if type(c).__name__ == "LLMMagics")
     assert magics.temperature == 0.0
 
 
