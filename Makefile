@@ -29,9 +29,11 @@ lock:
 demo: install
 	$(BIN)/python tools/demo.py
 
+# ruff (C901 max-complexity 12 on llm_magic/) and the import layers ([tool.importlinter]).
 lint: install
 	$(BIN)/ruff check llm_magic tests bench tools
 	$(BIN)/ruff format --check llm_magic tests bench tools
+	$(BIN)/lint-imports --no-cache
 
 typecheck: install
 	$(BIN)/mypy llm_magic

@@ -264,6 +264,18 @@ class Recording:
                 return (s.t_ms - self.keydown_ms) / 1000, s.text
         return None
 
+    def first_answer(self) -> tuple[float, str] | None:
+        """Seconds from the keydown to the first output that is the answer's own text (not
+        the ``⏳`` status line), and what it said."""
+        first = self.first_output()
+        if first is None or self.keydown_ms is None:
+            return None
+        for s in self.after_run():
+            text = s.text.strip()
+            if text and not text.startswith("⏳") and not any(n in text.lower() for n in NOISE):
+                return (s.t_ms - self.keydown_ms) / 1000, s.text
+        return None
+
     def max_changes_per_second(self) -> int:
         """The most output changes seen in any 1-second window after the run began."""
         times = [s.t_ms for s in self.after_run()]

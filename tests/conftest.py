@@ -1,4 +1,6 @@
-"""Fixtures: a shell ladder (bare shell → extension loaded → private ledger) and the local model."""
+"""Fixtures: a shell ladder (bare shell → extension loaded → private ledger), the scripted
+provider (bare, or with this process's settings pointing at it), the test's ledger, the local
+model."""
 
 from __future__ import annotations
 
@@ -7,8 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
+from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 from traitlets.config import Config
+
+from tests.fakekeys import fake_key
+from tests.fakeprovider import FakeProvider
 
 # Offline: litellm uses its bundled price map, never the network.
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
@@ -41,6 +46,12 @@ class TestingShell(InteractiveShell):
         result = super().run_cell(*args, **kwargs)
         result.raise_error()
         return result
+
+    def run_cell_as_user(self, cell: str) -> ExecutionResult:
+        """Run ``cell`` as a notebook does: an error is shown, not raised (a ``UsageError`` as
+        one ``UsageError: …`` line on stderr, no traceback); the result's ``error_in_exec``
+        says what was shown."""
+        return super().run_cell(cell, store_history=True)
 
 
 @pytest.fixture(autouse=True)
@@ -84,6 +95,52 @@ def ip_ledger(ip: InteractiveShell, clean_env: Path) -> InteractiveShell:
     ip.run_line_magic("config", f"LLMMagics.ledger = {str(clean_env)!r}")
     ip.run_line_magic("config", "LLMMagics.display_mode = 'text'")
     return ip
+
+
+@pytest.fixture
+def book(clean_env: Path):  # type: ignore[no-untyped-def]
+    """The ledger this test's calls are recorded in (``lm.ledger()`` of its private file)."""
+    import llm_magic as lm
+
+    return lm.ledger(str(clean_env))
+
+
+@pytest.fixture
+def fake_provider() -> Iterator[FakeProvider]:
+    """The scripted provider on 127.0.0.1, nothing pointed at it yet (a kernel's or a child
+    process's environment can be)."""
+    with FakeProvider() as server:
+        yield server
+
+
+@pytest.fixture
+def provider_keys() -> dict[str, str]:
+    """The key variables ``provider`` sets. A module whose assertions name its own keys (or
+    wants one provider only, or a key list) overrides this fixture."""
+    return {
+        "OPENAI_API_KEY": fake_key("PROVIDER"),
+        "ANTHROPIC_API_KEY": fake_key("PROVIDERANT", kind="ant-test", tail=14),
+    }
+
+
+@pytest.fixture
+def provider(
+    fake_provider: FakeProvider,
+    provider_keys: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    clean_env: Path,
+) -> FakeProvider:
+    """The scripted provider with this process's OpenAI and Anthropic base URLs and
+    ``provider_keys`` pointing at it, settings read again: ``lm.complete("Hi", model="gpt-4o")``
+    and ``%%llm -m claude-sonnet-4-5`` reach it."""
+    from llm_magic import config
+
+    monkeypatch.setenv("OPENAI_API_BASE", fake_provider.openai_base)
+    monkeypatch.setenv("ANTHROPIC_API_BASE", fake_provider.anthropic_base)
+    for name, value in provider_keys.items():
+        monkeypatch.setenv(name, value)
+    config.reload_settings()
+    return fake_provider
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ answer, every fallback failing, every key rate-limited."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,8 @@ KEYS = [fake_key(f"LIMITED{i}") for i in range(3)]
 
 
 @pytest.fixture
-def fp(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        monkeypatch.setenv("OPENAI_API_BASE", server.openai_base)
-        monkeypatch.setenv("ANTHROPIC_API_BASE", server.anthropic_base)
-        monkeypatch.setenv("OPENAI_API_KEY", KEY)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", fake_key("BADINPUTANT", kind="ant-test"))
-        config.reload_settings()
-        yield server
+def provider_keys() -> dict[str, str]:
+    return {"OPENAI_API_KEY": KEY, "ANTHROPIC_API_KEY": fake_key("BADINPUTANT", kind="ant-test")}
 
 
 def posts(server: FakeProvider) -> list:  # type: ignore[type-arg]
@@ -87,7 +80,7 @@ def test_set_price_refuses_what_the_magic_refuses(clean_env: Path) -> None:
     ],
 )
 def test_environment_numbers_are_checked_not_replaced(
-    fp, ip_ledger, clean_env: Path, monkeypatch, name: str, value: str, message: str
+    provider, ip_ledger, clean_env: Path, monkeypatch, name: str, value: str, message: str
 ) -> None:
     monkeypatch.setenv(name, value)
     try:
@@ -99,7 +92,9 @@ def test_environment_numbers_are_checked_not_replaced(
             ip_ledger.run_cell_magic("llm", "-m gpt-4o", "Hi")
         with pytest.raises(lm.errors.UsageProblem, match=re.escape(message)):
             lm.complete("Hi", model="gpt-4o", max_tokens=5)
-        assert posts(fp) == [] and len(lm.ledger(str(clean_env))) == 0  # nothing sent or written
+        assert (
+            posts(provider) == [] and len(lm.ledger(str(clean_env))) == 0
+        )  # nothing sent or written
     finally:
         monkeypatch.delenv(name)
 
@@ -107,34 +102,36 @@ def test_environment_numbers_are_checked_not_replaced(
 # -- the face ------------------------------------------------------------------------------
 
 
-def test_a_model_list_of_commas_is_a_usage_error(fp, ip_ledger, capsys) -> None:
+def test_a_model_list_of_commas_is_a_usage_error(provider, ip_ledger, capsys) -> None:
     with pytest.raises(UsageError, match="names no model"):
         ip_ledger.run_cell_magic("llm", "-m ,", "Hi")
-    assert "Comparing" not in capsys.readouterr().out and posts(fp) == []
+    assert "Comparing" not in capsys.readouterr().out and posts(provider) == []
 
 
-def test_one_model_and_a_trailing_comma_is_one_ordinary_call(fp, ip_ledger, clean_env) -> None:
-    fp.script(ok("Just one.", 3, 2))
+def test_one_model_and_a_trailing_comma_is_one_ordinary_call(
+    provider, ip_ledger, clean_env
+) -> None:
+    provider.script(ok("Just one.", 3, 2))
     ip_ledger.run_cell_magic("llm", "-m gpt-4o, -o r", "Hi")
     result = ip_ledger.user_ns["r"]
     assert type(result).__name__ == "Result" and result.text == "Just one."  # not a table
-    assert len(posts(fp)) == 1
+    assert len(posts(provider)) == 1
 
 
 @pytest.mark.parametrize("name", ["1abc", "class", "a-b", "my var"])
-def test_out_must_be_a_variable_name(fp, ip_ledger, clean_env, name: str) -> None:
+def test_out_must_be_a_variable_name(provider, ip_ledger, clean_env, name: str) -> None:
     with pytest.raises(UsageError, match="is not a Python variable name"):
         ip_ledger.run_cell_magic("llm", f"-m gpt-4o -o '{name}'", "Hi")
-    assert posts(fp) == [] and len(lm.ledger(str(clean_env))) == 0
+    assert posts(provider) == [] and len(lm.ledger(str(clean_env))) == 0
     assert name not in ip_ledger.user_ns
 
 
-def test_alias_chains_resolve_fully_and_cycles_are_refused(fp, ip_ledger, clean_env) -> None:
+def test_alias_chains_resolve_fully_and_cycles_are_refused(provider, ip_ledger, clean_env) -> None:
     ip_ledger.run_line_magic("llm", "alias fast quick")
     ip_ledger.run_line_magic("llm", "alias quick gpt4o-mini")  # → builtin gpt4o-mini → gpt-4o-mini
-    fp.script(ok("Quick.", 3, 1))
+    provider.script(ok("Quick.", 3, 1))
     ip_ledger.run_cell_magic("llm", "-m fast -o r", "Hi")
-    assert posts(fp)[-1].model == "gpt-4o-mini"
+    assert posts(provider)[-1].model == "gpt-4o-mini"
     assert ip_ledger.user_ns["r"].model == "gpt-4o-mini"
     with pytest.raises(UsageError, match="would make a cycle"):
         ip_ledger.run_line_magic("llm", "alias gpt4o-mini fast")
@@ -143,42 +140,43 @@ def test_alias_chains_resolve_fully_and_cycles_are_refused(fp, ip_ledger, clean_
     assert lm.ledger(str(clean_env)).aliases() == {"fast": "quick", "quick": "gpt4o-mini"}
 
 
-def test_a_cycle_written_through_the_api_is_a_usage_error_not_a_hang(fp, clean_env) -> None:
+def test_a_cycle_written_through_the_api_is_a_usage_error_not_a_hang(provider, clean_env) -> None:
     book = lm.ledger(str(clean_env))
     book.set_alias("a", "b")
     book.set_alias("b", "a")
     with pytest.raises(lm.errors.UsageProblem, match=r"cycle \(a → b → a\)"):
         lm.complete("Hi", model="a", max_tokens=5)
-    assert posts(fp) == []
+    assert posts(provider) == []
 
 
-def test_max_tokens_beyond_the_model_is_refused_with_its_maximum(fp, ip_ledger, clean_env) -> None:
+def test_max_tokens_beyond_the_model_is_refused_with_its_maximum(
+    provider, ip_ledger, clean_env
+) -> None:
     with pytest.raises(UsageError, match=r"over gpt-4o's maximum output of 16384 tokens") as caught:
         ip_ledger.run_cell_magic("llm", "-m gpt-4o --max-tokens 10000000000", "Hi")
     assert "refused, nothing sent" in one_line(str(caught.value))
-    assert posts(fp) == [] and len(lm.ledger(str(clean_env))) == 0
+    assert posts(provider) == [] and len(lm.ledger(str(clean_env))) == 0
 
 
 def test_max_tokens_beyond_any_model_is_refused_when_the_model_maximum_is_unknown(
-    clean_env, monkeypatch
+    fake_provider, clean_env, monkeypatch
 ) -> None:
-    with FakeProvider() as server:
-        monkeypatch.setenv("LLM_MAGIC_API_BASE", server.openai_base)  # a proxy's own model name
-        config.reload_settings()
-        with pytest.raises(lm.errors.UsageProblem, match="beyond any model's output"):
-            lm.complete("Hi", model="team-model-x", max_tokens=10_000_000_000)
-        assert posts(server) == []
+    monkeypatch.setenv("LLM_MAGIC_API_BASE", fake_provider.openai_base)  # a proxy's own model name
+    config.reload_settings()
+    with pytest.raises(lm.errors.UsageProblem, match="beyond any model's output"):
+        lm.complete("Hi", model="team-model-x", max_tokens=10_000_000_000)
+    assert posts(fake_provider) == []
     assert len(lm.ledger(str(clean_env))) == 0
 
 
 def test_a_fallback_with_a_smaller_maximum_is_lowered_with_a_note(
-    fp, clean_env, monkeypatch
+    provider, clean_env, monkeypatch
 ) -> None:
     monkeypatch.setenv("FALLBACK_MODELS", "gpt-4")  # gpt-4 writes at most 4096 tokens
     config.reload_settings()
-    fp.script(status(503), status(503), ok("From gpt-4.", 3, 2))
+    provider.script(status(503), status(503), ok("From gpt-4.", 3, 2))
     result = lm.complete("Hi", model="gpt-4o", max_tokens=10000)
-    assert result.text == "From gpt-4." and posts(fp)[-1].body["max_tokens"] == 4096
+    assert result.text == "From gpt-4." and posts(provider)[-1].body["max_tokens"] == 4096
     assert any("max_tokens lowered from 10000 to 4096" in n for n in result.notes)
 
 
@@ -227,15 +225,15 @@ def test_a_base_url_without_a_scheme_is_not_retried(clean_env, monkeypatch) -> N
     assert (row.error_type, row.attempts) == ("connection", 1)
 
 
-def test_a_wrong_path_is_a_404_naming_the_url_not_retried(fp, clean_env, monkeypatch) -> None:
-    monkeypatch.setenv("OPENAI_API_BASE", fp.url + "/wrong")
+def test_a_wrong_path_is_a_404_naming_the_url_not_retried(provider, clean_env, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_BASE", provider.url + "/wrong")
     config.reload_settings()
     with pytest.raises(lm.errors.NotFound) as caught:
         lm.complete("Hi", model="gpt-4o", max_tokens=5)
     message = one_line(str(caught.value))
-    assert f"{fp.url}/wrong/chat/completions" in message and "OPENAI_API_BASE" in message
+    assert f"{provider.url}/wrong/chat/completions" in message and "OPENAI_API_BASE" in message
     assert "/v1" in message
-    assert len(posts(fp)) == 1
+    assert len(posts(provider)) == 1
     row = lm.ledger(str(clean_env)).df.iloc[-1]
     assert (row.error_type, row.http_status, row.attempts) == ("not_found", 404, 1)
 
@@ -249,8 +247,10 @@ def test_a_refused_proxy_names_llm_magic_api_base(clean_env, monkeypatch) -> Non
     assert base in str(caught.value) and "check LLM_MAGIC_API_BASE" in str(caught.value)
 
 
-def test_an_empty_200_stream_is_an_error_row_not_a_blank_answer(fp, ip_ledger, clean_env, capsys):
-    fp.script(ok("", input_tokens=12, output_tokens=0, chunks=[]))
+def test_an_empty_200_stream_is_an_error_row_not_a_blank_answer(
+    provider, ip_ledger, clean_env, capsys
+):
+    provider.script(ok("", input_tokens=12, output_tokens=0, chunks=[]))
     ip_ledger.run_cell_magic("llm", "-m gpt-4o -o r", "Hi")
     err = capsys.readouterr().err
     assert "EmptyResponse" in err and "empty answer" in one_line(err)
@@ -261,11 +261,11 @@ def test_an_empty_200_stream_is_an_error_row_not_a_blank_answer(fp, ip_ledger, c
 
 
 def test_when_every_fallback_fails_each_error_is_shown(
-    fp, ip_ledger, clean_env, monkeypatch, capsys
+    provider, ip_ledger, clean_env, monkeypatch, capsys
 ) -> None:
     monkeypatch.setenv("FALLBACK_MODELS", "claude-haiku-4-5")
     config.reload_settings()
-    fp.script(status(503), status(503), status(500), status(500), status(500))
+    provider.script(status(503), status(503), status(500), status(500), status(500))
     ip_ledger.run_cell_magic("llm", "-m gpt-4o -o r", "Hi")
     captured = capsys.readouterr()
     err = one_line(captured.err)
@@ -279,10 +279,10 @@ def test_when_every_fallback_fails_each_error_is_shown(
     assert list(df.status) == ["error", "error"] and df.trace_id.nunique() == 1
 
 
-def test_a_skipped_last_fallback_still_shows_each_error(fp, clean_env, monkeypatch) -> None:
+def test_a_skipped_last_fallback_still_shows_each_error(provider, clean_env, monkeypatch) -> None:
     monkeypatch.setenv("FALLBACK_MODELS", "gemini/gemini-2.0-flash")  # no GEMINI key
     config.reload_settings()
-    fp.script(status(503), status(503))
+    provider.script(status(503), status(503))
     with pytest.raises(lm.errors.ServerError) as caught:
         lm.complete("Hi", model="gpt-4o", max_tokens=5)
     result = caught.value.result  # type: ignore[attr-defined]
@@ -291,15 +291,14 @@ def test_a_skipped_last_fallback_still_shows_each_error(fp, clean_env, monkeypat
     assert any("Skipped fallback gemini/gemini-2.0-flash" in n for n in result.notes)
 
 
-def test_429_on_every_key_says_all_keys_were_limited(clean_env, monkeypatch) -> None:
-    with FakeProvider() as server:
-        monkeypatch.setenv("OPENAI_API_BASE", server.openai_base)
-        monkeypatch.setenv("OPENAI_API_KEYS", ",".join(KEYS))
-        config.reload_settings()
-        server.script(*[status(429)] * 4)
-        with pytest.raises(lm.errors.RateLimited) as caught:
-            lm.complete("Hi", model="gpt-4o", max_tokens=5)
-        assert {r.api_key for r in posts(server)} == set(KEYS)
+def test_429_on_every_key_says_all_keys_were_limited(fake_provider, clean_env, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_BASE", fake_provider.openai_base)
+    monkeypatch.setenv("OPENAI_API_KEYS", ",".join(KEYS))
+    config.reload_settings()
+    fake_provider.script(*[status(429)] * 4)
+    with pytest.raises(lm.errors.RateLimited) as caught:
+        lm.complete("Hi", model="gpt-4o", max_tokens=5)
+    assert {r.api_key for r in posts(fake_provider)} == set(KEYS)
     message = one_line(str(caught.value))
     assert "All 3 keys for openai were rate-limited" in message and "OPENAI_API_KEYS" in message
     assert not any(k in message for k in KEYS)

@@ -16,11 +16,8 @@ from tests.fakeprovider import FakeProvider, ok
 
 
 @pytest.fixture
-def fp(monkeypatch):  # type: ignore[no-untyped-def]
-    with FakeProvider() as server:
-        monkeypatch.setenv("OPENAI_API_BASE", server.openai_base)
-        monkeypatch.setenv("OPENAI_API_KEY", fake_key("BUDGETKEY", tail=16))
-        yield server
+def provider_keys() -> dict[str, str]:
+    return {"OPENAI_API_KEY": fake_key("BUDGETKEY", tail=16)}
 
 
 def spend(path, dollars: float) -> None:  # type: ignore[no-untyped-def]
@@ -40,11 +37,11 @@ def posts(server: FakeProvider) -> int:
     return sum(1 for r in server.requests if r.method == "POST")
 
 
-def test_alert_once_at_the_threshold(fp, clean_env, monkeypatch) -> None:
+def test_alert_once_at_the_threshold(provider, clean_env, monkeypatch) -> None:
     monkeypatch.setenv("DAILY_BUDGET_USD", "1.00")
     config.reload_settings()
     spend(clean_env, 0.85)
-    fp.script(ok("a", 3, 1), ok("b", 3, 1))
+    provider.script(ok("a", 3, 1), ok("b", 3, 1))
     with pytest.warns(BudgetWarning, match="85% of \\$1.00"):
         first = lm.complete("Hi", model="gpt-4o", max_tokens=5)
     assert any("Budget alert" in n for n in first.notes)
@@ -52,39 +49,39 @@ def test_alert_once_at_the_threshold(fp, clean_env, monkeypatch) -> None:
     assert not any("Budget alert" in n for n in second.notes)
 
 
-def test_over_budget_downgrades(fp, clean_env, monkeypatch) -> None:
+def test_over_budget_downgrades(provider, clean_env, monkeypatch) -> None:
     monkeypatch.setenv("DAILY_BUDGET_USD", "1.00")
     monkeypatch.setenv("BUDGET_DOWNGRADE_MODEL", "gpt-4o-mini")
     config.reload_settings()
     spend(clean_env, 1.50)
-    fp.script(ok("cheap", 3, 1))
+    provider.script(ok("cheap", 3, 1))
     result = lm.complete("Hi", model="gpt-4o", max_tokens=5)
     assert result.model == "gpt-4o-mini" and result.requested_model == "gpt-4o"
-    assert fp.requests[-1].model == "gpt-4o-mini"
+    assert provider.requests[-1].model == "gpt-4o-mini"
     assert any("Over the daily budget" in n for n in result.notes)
 
 
 def test_over_budget_without_downgrade_is_refused_and_nothing_sent(
-    fp, ip_ledger, clean_env, monkeypatch, capsys
+    provider, ip_ledger, clean_env, monkeypatch, capsys
 ) -> None:
     monkeypatch.setenv("DAILY_BUDGET_USD", "1.00")
     config.reload_settings()
     spend(clean_env, 1.00)
     ip_ledger.run_cell_magic("llm", "-m gpt-4o", "Hi")
     assert "Over the daily budget" in capsys.readouterr().err
-    assert posts(fp) == 0
+    assert posts(provider) == 0
     row = lm.ledger(str(clean_env)).df.iloc[-1]
     assert (row.status, row.cost_usd, row.error_type) == ("refused_budget", 0.0, "budget")
 
 
-def test_worst_case_over_the_request_cap_is_refused(fp, clean_env, monkeypatch) -> None:
+def test_worst_case_over_the_request_cap_is_refused(provider, clean_env, monkeypatch) -> None:
     monkeypatch.setenv("MAX_COST_PER_REQUEST_USD", "0.01")
     config.reload_settings()
     # gpt-4o output: $10 / 1M tokens → 2,000 max_tokens can cost $0.02 > $0.01
     with pytest.raises(errors.BudgetRefused, match="MAX_COST_PER_REQUEST_USD"):
         lm.complete("Hi", model="gpt-4o", max_tokens=2000)
-    assert posts(fp) == 0
-    fp.script(ok("small", 3, 1))
+    assert posts(provider) == 0
+    provider.script(ok("small", 3, 1))
     assert lm.complete("Hi", model="gpt-4o", max_tokens=500).status == "ok"  # $0.005 fits
     assert list(lm.ledger(str(clean_env)).df.status) == ["refused_budget", "ok"]
 
@@ -96,14 +93,14 @@ def test_budget_subcommand_shows_spend(ip_ledger, clean_env, capsys) -> None:
 
 
 def test_alert_when_one_call_jumps_from_below_the_threshold_past_the_whole_budget(
-    fp, clean_env, monkeypatch
+    provider, clean_env, monkeypatch
 ) -> None:
     monkeypatch.setenv("DAILY_BUDGET_USD", "1.00")
     config.reload_settings()
     spend(clean_env, 0.77)
     # gpt-4o output is $10 / 1M tokens: the provider reports 39,000 tokens ($0.39), far more
     # than the worst case of max_tokens=100 reserved for it, taking spend to 116%
-    fp.script(ok("a long answer", 3, 39_000), ok("b", 3, 1))
+    provider.script(ok("a long answer", 3, 39_000), ok("b", 3, 1))
     with pytest.warns(BudgetWarning, match="116% of \\$1.00"):
         jump = lm.complete("Hi", model="gpt-4o", max_tokens=100)
     assert [n for n in jump.notes if n.startswith("Budget alert")] == [
@@ -113,17 +110,17 @@ def test_alert_when_one_call_jumps_from_below_the_threshold_past_the_whole_budge
         lm.complete("Hi", model="gpt-4o", max_tokens=5)
 
 
-def test_no_alert_while_spend_stays_below_the_threshold(fp, clean_env, monkeypatch) -> None:
+def test_no_alert_while_spend_stays_below_the_threshold(provider, clean_env, monkeypatch) -> None:
     monkeypatch.setenv("DAILY_BUDGET_USD", "1.00")
     config.reload_settings()
     spend(clean_env, 0.10)
-    fp.script(ok("a", 3, 1_000))  # $0.01: 11% of the budget
+    provider.script(ok("a", 3, 1_000))  # $0.01: 11% of the budget
     result = lm.complete("Hi", model="gpt-4o", max_tokens=2_000)
     assert not any("Budget alert" in n for n in result.notes)
 
 
 def test_a_worst_case_over_what_remains_is_refused_or_downgraded(
-    fp, clean_env, monkeypatch
+    provider, clean_env, monkeypatch
 ) -> None:
     """Spend is under the budget, but this call's worst case does not fit in what is left."""
     monkeypatch.setenv("DAILY_BUDGET_USD", "1.00")
@@ -135,28 +132,28 @@ def test_a_worst_case_over_what_remains_is_refused_or_downgraded(
         errors.BudgetRefused, match=r"could cost up to \$0.6000.*\$0.5000 of the daily"
     ):
         lm.complete("Hi", model="gpt-4o", max_tokens=600)
-    assert posts(fp) == 0
-    fp.script(ok("fits", 3, 1))
+    assert posts(provider) == 0
+    provider.script(ok("fits", 3, 1))
     assert lm.complete("Hi", model="gpt-4o", max_tokens=400).status == "ok"  # $0.40 fits
     monkeypatch.setenv("BUDGET_DOWNGRADE_MODEL", "gpt-4o-mini")
     config.reload_settings()
-    fp.script(ok("cheap", 3, 1))
+    provider.script(ok("cheap", 3, 1))
     result = lm.complete("Hi", model="gpt-4o", max_tokens=600)
     assert (result.model, result.requested_model) == ("gpt-4o-mini", "gpt-4o")
-    assert fp.requests[-1].model == "gpt-4o-mini"
+    assert provider.requests[-1].model == "gpt-4o-mini"
     assert any("using gpt-4o-mini instead" in n for n in result.notes)
     assert book.reservations() == 0  # every hold settled with its row
 
 
-def test_an_unpriced_model_under_a_request_cap_is_refused(fp, clean_env, monkeypatch) -> None:
+def test_an_unpriced_model_under_a_request_cap_is_refused(provider, clean_env, monkeypatch) -> None:
     monkeypatch.setenv("MAX_COST_PER_REQUEST_USD", "0.01")
     config.reload_settings()
     with pytest.raises(errors.BudgetRefused, match="no price is known.*%llm price") as info:
         lm.complete("Hi", model="openai/house-model-7", max_tokens=5)
     assert "\n" not in str(info.value)
-    assert posts(fp) == 0
+    assert posts(provider) == 0
     lm.ledger(str(clean_env)).set_price("openai/house-model-7", 1, 2)
-    fp.script(ok("priced now", 3, 1))
+    provider.script(ok("priced now", 3, 1))
     assert lm.complete("Hi", model="openai/house-model-7", max_tokens=5).status == "ok"
 
 
@@ -216,7 +213,7 @@ print(ok, refused, flush=True)
 """
 
 
-def test_a_budget_holds_across_four_processes(clean_env, monkeypatch) -> None:
+def test_a_budget_holds_across_four_processes(fake_provider, clean_env, monkeypatch) -> None:
     """A budget worth exactly 10 calls; 4 processes × 8 calls at once: 10 answers, no more
     (before reservations: 13)."""
     import os
@@ -227,32 +224,32 @@ def test_a_budget_holds_across_four_processes(clean_env, monkeypatch) -> None:
     book = lm.ledger(str(clean_env))
     book.set_price("gpt-4o", 0, 1000)  # 5 output tokens = $0.005, worst case = real cost
     root = str(Path(__file__).resolve().parents[1])
-    with FakeProvider(default=ok("one two three four five", 3, 5)) as server:
-        env = {
-            **os.environ,
-            "OPENAI_API_BASE": server.openai_base,
-            "OPENAI_API_KEY": fake_key("BUDGETKEY", tail=16),
-            "DAILY_BUDGET_USD": "0.05",
-            "LLM_MAGIC_LEDGER": str(clean_env),
-            "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
-        }
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", HAMMER, "8"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                env=env,
-                text=True,
-            )
-            for _ in range(4)
-        ]
-        for p in procs:
-            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        outs = [p.communicate(timeout=240)[0].split() for p in procs]
+    fake_provider.default = ok("one two three four five", 3, 5)
+    env = {
+        **os.environ,
+        "OPENAI_API_BASE": fake_provider.openai_base,
+        "OPENAI_API_KEY": fake_key("BUDGETKEY", tail=16),
+        "DAILY_BUDGET_USD": "0.05",
+        "LLM_MAGIC_LEDGER": str(clean_env),
+        "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", HAMMER, "8"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    outs = [p.communicate(timeout=240)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     answered = sum(int(o[0]) for o in outs)
     refused = sum(int(o[1]) for o in outs)

@@ -15,32 +15,26 @@ from llm_magic.models import route_for_task
 from llm_magic.result import Result
 from tests.conftest import published
 from tests.fakekeys import fake_key
-from tests.fakeprovider import FakeProvider, ok, refused_url
+from tests.fakeprovider import ok, refused_url
 
 KEY_O = fake_key("CMPOPENAI")
 KEY_A = fake_key("CMPANTHROPIC", kind="ant-test", tail=14)
 
 
 @pytest.fixture
-def fp(monkeypatch):  # type: ignore[no-untyped-def]
-    with FakeProvider() as server:
-        monkeypatch.setenv("OPENAI_API_BASE", server.openai_base)
-        monkeypatch.setenv("ANTHROPIC_API_BASE", server.anthropic_base)
-        monkeypatch.setenv("OPENAI_API_KEY", KEY_O)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", KEY_A)
-        config.reload_settings()
-        yield server
+def provider_keys() -> dict[str, str]:
+    return {"OPENAI_API_KEY": KEY_O, "ANTHROPIC_API_KEY": KEY_A}
 
 
 def slow() -> object:
     return ok("one two three four five six seven eight", 5, 8, chunk_delay=0.1)
 
 
-def test_compare_runs_concurrently_and_records_every_call(fp, clean_env) -> None:
+def test_compare_runs_concurrently_and_records_every_call(provider, clean_env) -> None:
     from llm_magic import gateway
 
     gateway._litellm()  # its one-off import (seconds) is not what is measured here
-    fp.default = slow()
+    provider.default = slow()
     started = time.monotonic()
     frame = compare(
         "Count.", ["gpt-4o", "claude-sonnet-4-5", "gpt-4o-mini"], repeats=2, progress=False
@@ -55,7 +49,7 @@ def test_compare_runs_concurrently_and_records_every_call(fp, clean_env) -> None
     assert (priced > 0).all()
 
 
-def test_a_failing_model_does_not_stop_the_others(fp, clean_env) -> None:
+def test_a_failing_model_does_not_stop_the_others(provider, clean_env) -> None:
     frame = compare("Hi", ["gpt-4o", "mistral/mistral-large-latest"], progress=False)
     by = frame.set_index("model")
     assert by.loc["gpt-4o", "status"] == "ok"
@@ -64,11 +58,11 @@ def test_a_failing_model_does_not_stop_the_others(fp, clean_env) -> None:
 
 
 def test_comparison_cell_side_by_side_with_a_table(
-    fp, ip_ledger, clean_env, monkeypatch, capsys
+    provider, ip_ledger, clean_env, monkeypatch, capsys
 ) -> None:
     monkeypatch.setenv("ANTHROPIC_API_BASE", refused_url())  # claude is down
     config.reload_settings()
-    fp.default = slow()
+    provider.default = slow()
     ip_ledger.run_cell_magic("llm", "-m gpt-4o,claude-sonnet-4-5 -o cmp", "Count.")
     out = capsys.readouterr().out
     frame = ip_ledger.user_ns["cmp"]
@@ -80,14 +74,14 @@ def test_comparison_cell_side_by_side_with_a_table(
     assert sorted(rows.status) == ["error", "ok"]
 
 
-def test_comparison_usage_errors_send_nothing(fp, ip_ledger, clean_env) -> None:
+def test_comparison_usage_errors_send_nothing(provider, ip_ledger, clean_env) -> None:
     from IPython.core.error import UsageError
 
     with pytest.raises(UsageError, match="No key for mistral"):
         ip_ledger.run_cell_magic("llm", "-m gpt-4o,mistral/mistral-large-latest", "Hi")
     with pytest.raises(UsageError, match="each model once"):
         ip_ledger.run_cell_magic("llm", "-m gpt-4o,gpt-4o", "Hi")
-    assert not [r for r in fp.requests if r.method == "POST"]
+    assert not [r for r in provider.requests if r.method == "POST"]
 
 
 def test_widget_columns_show_live_token_counts() -> None:
@@ -139,10 +133,10 @@ def test_task_routing_takes_the_first_model_with_a_key(monkeypatch) -> None:
     assert route_for_task("classify") == "gpt-4o-mini"
 
 
-def test_task_flag_routes_the_cell(fp, ip_ledger, clean_env, monkeypatch) -> None:
+def test_task_flag_routes_the_cell(provider, ip_ledger, clean_env, monkeypatch) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY")
     config.reload_settings()
-    fp.script(ok("positive", 5, 1))
+    provider.script(ok("positive", 5, 1))
     ip_ledger.run_cell_magic("llm", "-t classify -o r", "Sentiment of 'great!'")
     assert ip_ledger.user_ns["r"].model == "gpt-4o-mini"
 

@@ -202,15 +202,19 @@ class LockHolder:
 
 
 @pytest.fixture
-def fp(monkeypatch):  # type: ignore[no-untyped-def]
-    with FakeProvider(default=ok("one two three four five", 3, 5)) as server:
-        monkeypatch.setenv("OPENAI_API_BASE", server.openai_base)
-        monkeypatch.setenv("OPENAI_API_KEY", fake_key("LEDGERKEY", tail=16))
-        yield server
+def provider_keys() -> dict[str, str]:
+    return {"OPENAI_API_KEY": fake_key("LEDGERKEY", tail=16)}
+
+
+@pytest.fixture
+def provider(provider: FakeProvider) -> FakeProvider:
+    """Every call answers five words unless a test scripts otherwise."""
+    provider.default = ok("one two three four five", 3, 5)
+    return provider
 
 
 def test_a_paid_answer_survives_a_locked_ledger(
-    fp, clean_env: Path, monkeypatch, ip_ledger, capsys
+    provider, clean_env: Path, monkeypatch, ip_ledger, capsys
 ) -> None:
     """Another process holds the ledger's write lock: `lm.complete` still returns its Result,
     with a warning saying so, and the row waits in the journal; `%llm ledger` counts it; once
@@ -281,7 +285,7 @@ def test_unusable_ledger_paths_are_one_sentence(tmp_path: Path) -> None:
     assert afile.read_text() == "x"
 
 
-def test_unusable_ledger_in_the_magic_and_the_api(ip, fp, monkeypatch, capsys) -> None:
+def test_unusable_ledger_in_the_magic_and_the_api(ip, provider, monkeypatch, capsys) -> None:
     from IPython.core.error import UsageError
 
     from llm_magic import config
@@ -293,7 +297,7 @@ def test_unusable_ledger_in_the_magic_and_the_api(ip, fp, monkeypatch, capsys) -
     config.reload_settings()
     with pytest.raises(LedgerError, match="set LLM_MAGIC_LEDGER"):
         lm.complete("Hi", model="gpt-4o", max_tokens=5)
-    assert fp.completions() == []  # nothing sent, nothing paid
+    assert provider.completions() == []  # nothing sent, nothing paid
 
 
 def test_a_ledger_locked_at_open_says_so(tmp_path: Path, monkeypatch) -> None:

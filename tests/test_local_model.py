@@ -14,8 +14,8 @@ pytestmark = pytest.mark.local_model
 
 
 def test_cell_streams_and_lands_in_the_ledger(local_model, ip_ledger, clean_env, capsys) -> None:
-    ip_ledger.run_cell_magic(
-        "llm", "--max-tokens 24 -o answer --agent tester --tag exp=t1", "Write a haiku about tides."
+    ip_ledger.run_cell(
+        "%%llm --max-tokens 24 -o answer --agent tester --tag exp=t1\nWrite a haiku about tides."
     )
     out = capsys.readouterr().out
     answer = ip_ledger.user_ns["answer"]
@@ -70,13 +70,13 @@ def test_the_local_model_answers_without_importing_litellm(local_model, clean_en
 
 
 def test_chat_keeps_history_and_reset_forgets_it(local_model, ip_ledger, clean_env) -> None:
-    ip_ledger.run_cell_magic("llm", "--chat c1 --max-tokens 16", "My name is Ada.")
-    ip_ledger.run_cell_magic("llm", "--chat c1 --max-tokens 16", "What is my name?")
+    ip_ledger.run_cell("%%llm --chat c1 --max-tokens 16\nMy name is Ada.")
+    ip_ledger.run_cell("%%llm --chat c1 --max-tokens 16\nWhat is my name?")
     rows = lm.ledger(str(clean_env)).df
     assert list(rows.chat) == ["c1", "c1"]
     assert rows.input_tokens.iloc[1] > rows.input_tokens.iloc[0]  # history was sent
     assert len(lm.core.chats()["c1"]) == 4
-    ip_ledger.run_line_magic("llm", "reset c1")
+    ip_ledger.run_cell("%llm reset c1")
     assert "c1" not in lm.core.chats()
 
 
@@ -123,7 +123,7 @@ def test_plain_script_without_ipython(local_model, tmp_path: Path) -> None:
 
 
 def test_local_status_subcommand(local_model, ip_ledger, capsys) -> None:
-    ip_ledger.run_line_magic("llm", "local status")
+    ip_ledger.run_cell("%llm local status")
     assert "running at http://127.0.0.1:" in capsys.readouterr().out
 
 

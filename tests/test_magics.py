@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ import pytest
 from IPython.core.error import UsageError
 
 import llm_magic as lm
+from tests.conftest import published
+from tests.fakeprovider import ok
 
 
 def test_load_ext_is_light_and_registers_the_magics() -> None:
@@ -29,12 +32,29 @@ def test_load_ext_is_light_and_registers_the_magics() -> None:
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_config_traitlets(ip_ledger) -> None:
-    ip_ledger.run_line_magic("config", "LLMMagics.default_model = 'gpt-4o'")
+def shown_usage_error(result, capsys) -> str:  # type: ignore[no-untyped-def]
+    """What the person saw of a cell that failed on bad input: the cell raised a UsageError,
+    which IPython shows as one ``UsageError: …`` line, with no traceback. Returns the message."""
+    assert isinstance(result.error_in_exec, UsageError), result.error_in_exec
+    seen = capsys.readouterr()
+    assert seen.err.startswith("UsageError: ") and len(seen.err.strip().splitlines()) == 1
+    assert "Traceback" not in seen.err + seen.out
+    return seen.err
+
+
+def test_config_traitlets(ip_ledger, capsys, caplog) -> None:
+    ip_ledger.run_cell("%config LLMMagics.default_model = 'gpt-4o'")
     magics = next(c for c in ip_ledger.configurables if type(c).__name__ == "LLMMagics")
     assert magics.default_model == "gpt-4o"
+    ip_ledger.run_cell("%llm config")
+    assert "default_model = gpt-4o" in capsys.readouterr().out
     # a bad value is refused with a one-line message and the old value kept
-    ip_ledger.run_line_magic("config", "LLMMagics.temperature = 7.0")
+    result = ip_ledger.run_cell_as_user("%config LLMMagics.temperature = 7.0")
+    assert result.error_in_exec is None  # %config reports it; the cell does not fail
+    (refused,) = [r.getMessage() for r in caplog.records if "temperature" in r.getMessage()]
+    assert "must be between 0 and 2" in refused and "\n" not in refused
+    ip_ledger.run_cell("%llm config")
+    assert "temperature = 0.0" in capsys.readouterr().out
     assert magics.temperature == 0.0
 
 
@@ -55,16 +75,16 @@ def test_config_traitlets(ip_ledger) -> None:
     ],
 )
 def test_bad_input_is_a_usage_error_and_nothing_is_recorded(
-    ip_ledger, clean_env: Path, line: str, message: str
+    ip_ledger, book, capsys, line: str, message: str
 ) -> None:
-    with pytest.raises(UsageError, match=message):
-        ip_ledger.run_cell_magic("llm", line, "Say hi")
-    assert len(lm.ledger(str(clean_env))) == 0
+    result = ip_ledger.run_cell_as_user(f"%%llm {line}\nSay hi")
+    assert re.search(message, shown_usage_error(result, capsys))
+    assert len(book) == 0
 
 
-def test_empty_cell_is_a_usage_error(ip_ledger) -> None:
-    with pytest.raises(UsageError, match="empty"):
-        ip_ledger.run_cell_magic("llm", "", "   \n")
+def test_empty_cell_is_a_usage_error(ip_ledger, capsys) -> None:
+    result = ip_ledger.run_cell_as_user("%%llm\n   \n")
+    assert "empty" in shown_usage_error(result, capsys)
 
 
 @pytest.mark.parametrize(
@@ -80,21 +100,48 @@ def test_empty_cell_is_a_usage_error(ip_ledger) -> None:
         ("ledger --bogus", "unrecognized arguments"),
     ],
 )
-def test_bad_subcommands_are_usage_errors(ip_ledger, line: str, message: str) -> None:
-    with pytest.raises(UsageError, match=message):
-        ip_ledger.run_line_magic("llm", line)
+def test_bad_subcommands_are_usage_errors(ip_ledger, capsys, line: str, message: str) -> None:
+    result = ip_ledger.run_cell_as_user(f"%llm {line}")
+    assert re.search(message, shown_usage_error(result, capsys))
 
 
 def test_price_and_alias_persist_in_the_ledger(ip_ledger, clean_env: Path, capsys) -> None:
-    ip_ledger.run_line_magic("llm", "price claude-sonnet-4-20250514 3 15")
-    ip_ledger.run_line_magic("llm", "alias fast gpt-4o-mini")
+    ip_ledger.run_cell("%llm price claude-sonnet-4-20250514 3 15\n%llm alias fast gpt-4o-mini")
     book = lm.Ledger(str(clean_env))  # a fresh connection sees them
     assert book.prices()["claude-sonnet-4-20250514"] == (3.0, 15.0)
     assert book.aliases()["fast"] == "gpt-4o-mini"
-    ip_ledger.run_line_magic("llm", "config")
+    ip_ledger.run_cell("%llm config")
     assert "default_model = local" in capsys.readouterr().out
 
 
-def test_help_is_the_docstring_with_an_example(ip_ledger) -> None:
+def test_help_is_the_docstring_with_an_example(ip_ledger, capsys) -> None:
+    ip_ledger.run_cell("%%llm?")
+    shown = capsys.readouterr().out
+    assert "%%llm -m local" in shown and "--max-tokens" in shown
     doc = ip_ledger.find_cell_magic("llm").__doc__
     assert "%%llm -m local" in doc and "--max-tokens" in doc
+
+
+def test_an_answer_ends_as_ordinary_output_with_its_footer(
+    ip_ledger, provider, front_end, book
+) -> None:
+    """A cell as a person writes it, in a front end that shows displays: a status line, the
+    stream, then Markdown with a plain-text twin in the same display; ``-o`` keeps the Result."""
+    ip_ledger.run_cell("%config LLMMagics.display_mode = 'handle'")
+    provider.script(ok("Hello there, Ada.", 3, 4))
+    ip_ledger.run_cell('name = "Ada"')
+    ip_ledger.run_cell("%%llm -m gpt-4o --max-tokens 20 -o r\nSay hi to {name}.")
+    steps = published(front_end)
+    assert len({s["id"] for s in steps}) == 1  # one display, updated in place
+    assert steps[0]["data"]["text/plain"].startswith("⏳")
+    final = steps[-1]["data"]
+    assert set(final) == {"text/markdown", "text/plain"}
+    assert final["text/plain"] == "Hello there, Ada."
+    assert final["text/markdown"].startswith("Hello there, Ada.")
+    assert "gpt-4o · 3 in / 4 out tokens" in final["text/markdown"]
+    r = ip_ledger.user_ns["r"]
+    assert (r.text, r.status) == ("Hello there, Ada.", "ok")
+    sent = [q for q in provider.requests if q.method == "POST"]
+    assert sent[-1].body["messages"][-1]["content"] == "Say hi to Ada."
+    assert sent[-1].body["max_tokens"] == 20
+    assert list(book.df.call_id) == [r.call_id]

@@ -14,14 +14,12 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import llm_magic as lm
-from llm_magic import config
 from tests.fakekeys import fake_key
 from tests.fakeprovider import FakeProvider, cut_after, ok, refused_url
 
@@ -62,7 +60,7 @@ def words(text: str) -> list[str]:
 
 @pytest.mark.local_model
 def test_answers_stay_in_the_saved_notebook_and_its_html_export(
-    local_model: str, tmp_path: Path
+    local_model: str, fake_provider: FakeProvider, tmp_path: Path
 ) -> None:
     import nbformat
     from nbclient import NotebookClient
@@ -83,11 +81,10 @@ def test_answers_stay_in_the_saved_notebook_and_its_html_export(
         "display_name": "Python 3",
         "language": "python",
     }
-    with FakeProvider() as fp:
-        fp.script(cut_after(3, text="alpha beta gamma delta epsilon zeta"))
-        env = kernel_env(fp, tmp_path / "nb.sqlite", LLM_MAGIC_LOCAL_URL=local_model)
-        client = NotebookClient(nb, timeout=300, kernel_name="python3")
-        client.execute(env=env, cwd=str(tmp_path))
+    fake_provider.script(cut_after(3, text="alpha beta gamma delta epsilon zeta"))
+    env = kernel_env(fake_provider, tmp_path / "nb.sqlite", LLM_MAGIC_LOCAL_URL=local_model)
+    client = NotebookClient(nb, timeout=300, kernel_name="python3")
+    client.execute(env=env, cwd=str(tmp_path))
     path = tmp_path / "saved.ipynb"
     nbformat.write(nb, path)
     saved = nbformat.read(path, as_version=4)  # what reopening finds, with no kernel
@@ -138,12 +135,6 @@ def test_answers_stay_in_the_saved_notebook_and_its_html_export(
 # -- in a real kernel: the status line, and the set-up done in the background ----------------
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as fp:
-        yield fp
-
-
 def start_kernel(env: dict[str, str], cwd: Path) -> tuple[Any, Any]:
     from jupyter_client.manager import KernelManager
 
@@ -175,13 +166,13 @@ def shown(msg: dict[str, Any]) -> str:
 
 
 def test_a_status_line_comes_first_and_set_up_is_not_counted_as_ttft(
-    fake: FakeProvider, tmp_path: Path
+    fake_provider: FakeProvider, tmp_path: Path
 ) -> None:
     ledger = tmp_path / "k.sqlite"
-    km, kc = start_kernel(kernel_env(fake, ledger, LLM_MAGIC_WARM_UP="0"), tmp_path)
+    km, kc = start_kernel(kernel_env(fake_provider, ledger, LLM_MAGIC_WARM_UP="0"), tmp_path)
     try:
         assert not any(m["msg_type"] == "error" for m in run(kc, "%load_ext llm_magic"))
-        fake.script(ok("first answer arrives here", 5, 4, chunk_delay=0.05))
+        fake_provider.script(ok("first answer arrives here", 5, 4, chunk_delay=0.05))
         msgs = run(kc, "%%llm -m gpt-4o -o r\nHi")
         outputs = [m for m in msgs if m["msg_type"] in ("display_data", "update_display_data")]
         assert outputs[0]["msg_type"] == "display_data"  # the first thing in the cell…
@@ -206,9 +197,9 @@ def test_a_status_line_comes_first_and_set_up_is_not_counted_as_ttft(
 
 
 def test_load_ext_in_a_kernel_imports_litellm_in_the_background(
-    fake: FakeProvider, tmp_path: Path
+    fake_provider: FakeProvider, tmp_path: Path
 ) -> None:
-    env = kernel_env(fake, tmp_path / "w.sqlite", DEFAULT_MODEL="gpt-4o")
+    env = kernel_env(fake_provider, tmp_path / "w.sqlite", DEFAULT_MODEL="gpt-4o")
     km, kc = start_kernel(env, tmp_path)
     try:
         out = run(
@@ -222,7 +213,7 @@ def test_load_ext_in_a_kernel_imports_litellm_in_the_background(
             time.sleep(0.5)
             loaded = shown(run(kc, "import llm_magic.gateway as g\nprint(g.loaded())")[-1]).strip()
         assert loaded == "True"  # no call asked for it
-        fake.script(ok("warm answer", 5, 2))
+        fake_provider.script(ok("warm answer", 5, 2))
         said = [shown(m) for m in run(kc, "%%llm -m gpt-4o\nHi")]
         assert not any("loading providers" in s for s in said)  # nothing left to wait for
         assert "warm answer" in said[-1]
@@ -241,19 +232,13 @@ def test_load_ext_in_a_kernel_imports_litellm_in_the_background(
 
 
 @pytest.fixture
-def providers(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProvider]:
-    with FakeProvider() as fp:
-        monkeypatch.setenv("OPENAI_API_BASE", fp.openai_base)
-        monkeypatch.setenv("ANTHROPIC_API_BASE", fp.anthropic_base)
-        monkeypatch.setenv("OPENAI_API_KEY", KEY)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", KEY_A)
-        config.reload_settings()
-        yield fp
+def provider_keys() -> dict[str, str]:
+    return {"OPENAI_API_KEY": KEY, "ANTHROPIC_API_KEY": KEY_A}
 
 
 @pytest.mark.parametrize("model", ["gpt-4o", "claude-sonnet-4-5"])
-def test_an_answer_cut_at_max_tokens_says_so(providers, clean_env, model: str) -> None:
-    providers.script(
+def test_an_answer_cut_at_max_tokens_says_so(provider, clean_env, model: str) -> None:
+    provider.script(
         ok("It was the best of", 5, 5, finish_reason="length"),
         ok("Done.", 5, 2, finish_reason="stop"),
     )
@@ -266,17 +251,17 @@ def test_an_answer_cut_at_max_tokens_says_so(providers, clean_env, model: str) -
     assert list(rows.finish_reason) == ["length", "stop"]
 
 
-def test_a_failed_call_records_error_as_its_finish_reason(providers, clean_env) -> None:
+def test_a_failed_call_records_error_as_its_finish_reason(provider, clean_env) -> None:
     from tests.fakeprovider import status
 
-    providers.script(status(401))
+    provider.script(status(401))
     with pytest.raises(lm.errors.AuthError):
         lm.complete("Hi", model="gpt-4o", max_tokens=5)
     assert list(lm.ledger(str(clean_env)).df.finish_reason) == ["error"]
 
 
-def test_the_cell_footer_says_the_answer_was_cut(providers, ip_ledger, capsys) -> None:
-    providers.script(ok("It was the best of", 5, 5, finish_reason="length"))
+def test_the_cell_footer_says_the_answer_was_cut(provider, ip_ledger, capsys) -> None:
+    provider.script(ok("It was the best of", 5, 5, finish_reason="length"))
     ip_ledger.run_cell_magic("llm", "-m gpt-4o --max-tokens 5", "Tell a long story.")
     assert "stopped at max_tokens (5): raise it, e.g. --max-tokens 10" in capsys.readouterr().out
 
@@ -285,7 +270,7 @@ def test_the_cell_footer_says_the_answer_was_cut(providers, ip_ledger, capsys) -
 
 
 def test_a_first_call_through_llm_magic_shows_no_library_warnings(
-    fake: FakeProvider, tmp_path: Path
+    fake_provider: FakeProvider, tmp_path: Path
 ) -> None:
     """Notebook 04's loop recorded every warning around its first call (catch_warnings(record=
     True) + simplefilter("always")) and showed 16 of pydantic's about litellm's ReadOnly
@@ -295,7 +280,7 @@ def test_a_first_call_through_llm_magic_shows_no_library_warnings(
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "OPENAI_API_BASE": fake.openai_base,
+        "OPENAI_API_BASE": fake_provider.openai_base,
         "OPENAI_API_KEY": KEY,
         "LLM_MAGIC_LEDGER": str(tmp_path / "quiet.sqlite"),
     }

@@ -22,23 +22,19 @@ KEYS = [fake_key(f"ROTATE{i}") for i in range(3)]
 
 
 @pytest.fixture
-def fp(monkeypatch):  # type: ignore[no-untyped-def]
-    with FakeProvider() as server:
-        monkeypatch.setenv("OPENAI_API_BASE", server.openai_base)
-        monkeypatch.setenv("OPENAI_API_KEYS", ",".join(KEYS))
-        config.reload_settings()
-        yield server
+def provider_keys() -> dict[str, str]:
+    return {"OPENAI_API_KEYS": ",".join(KEYS)}
 
 
 def posts(server: FakeProvider) -> list:  # type: ignore[type-arg]
     return [r for r in server.requests if r.method == "POST"]
 
 
-def test_keys_rotate_round_robin(fp, clean_env) -> None:
+def test_keys_rotate_round_robin(provider, clean_env) -> None:
     for _ in range(4):
-        fp.script(ok("x", 2, 1))
+        provider.script(ok("x", 2, 1))
         lm.complete("Hi", model="gpt-4o", max_tokens=4)
-    assert [r.api_key for r in posts(fp)] == [KEYS[0], KEYS[1], KEYS[2], KEYS[0]]
+    assert [r.api_key for r in posts(provider)] == [KEYS[0], KEYS[1], KEYS[2], KEYS[0]]
     aliases = list(lm.ledger(str(clean_env)).df.key_alias)
     assert aliases[0].startswith("OPENAI_API_KEYS#1:") and aliases[1].startswith(
         "OPENAI_API_KEYS#2:"
@@ -47,40 +43,39 @@ def test_keys_rotate_round_robin(fp, clean_env) -> None:
 
 
 def test_a_429_key_cools_down_and_the_retry_goes_out_at_once_on_another(
-    fp, clean_env, monkeypatch
+    provider, clean_env, monkeypatch
 ) -> None:
     monkeypatch.setenv("LLM_MAGIC_RETRY_SCALE", "1")  # real waits: the retry must not wait
-    fp.script(status(429, retry_after=30), ok("other key", 2, 1))
+    provider.script(status(429, retry_after=30), ok("other key", 2, 1))
     result = lm.complete("Hi", model="gpt-4o", max_tokens=4)
-    first, second = posts(fp)
+    first, second = posts(provider)
     assert result.text == "other key" and result.attempts == 2
     assert first.api_key != second.api_key
-    assert second.t - first.t < 1.0  # not the 30 s Retry-After: another key was free
-    fp.script(ok("next", 2, 1))
+    assert second.t - first.t < 30 / 10  # not the 30 s Retry-After: another key was free
+    provider.script(ok("next", 2, 1))
     lm.complete("Hi", model="gpt-4o", max_tokens=4)
-    assert posts(fp)[-1].api_key != first.api_key  # the cooling key is skipped
+    assert posts(provider)[-1].api_key != first.api_key  # the cooling key is skipped
 
 
-def test_least_recently_used_strategy(fp, clean_env, monkeypatch) -> None:
+def test_least_recently_used_strategy(provider, clean_env, monkeypatch) -> None:
     monkeypatch.setenv("LLM_MAGIC_KEY_STRATEGY", "lru")
     config.reload_settings()
     for _ in range(3):
-        fp.script(ok("x", 2, 1))
+        provider.script(ok("x", 2, 1))
         lm.complete("Hi", model="gpt-4o", max_tokens=4)
-    assert len({r.api_key for r in posts(fp)}) == 3
+    assert len({r.api_key for r in posts(provider)}) == 3
 
 
 def test_ollama_not_running_is_diagnosed_quickly(clean_env, monkeypatch) -> None:
     base = refused_url()
     monkeypatch.setenv("OLLAMA_API_BASE", base)
     config.reload_settings()
-    started = time.monotonic()
     with pytest.raises(lm.errors.ConnectionFailed) as caught:
         lm.complete("Hi", model="ollama/llama3.2", max_tokens=4)
-    assert time.monotonic() - started < 10
     message = str(caught.value)
     assert base in message and f"curl {base}/api/tags" in message and "ollama serve" in message
-    assert lm.ledger(str(clean_env)).df.iloc[-1].error_type == "connection"
+    row = lm.ledger(str(clean_env)).df.iloc[-1]
+    assert (row.error_type, row.attempts) == ("connection", 1)  # quickly: no retry, no wait
 
 
 WRITER = """
@@ -137,18 +132,18 @@ def test_a_process_killed_mid_call_leaves_a_readable_ledger(tmp_path: Path) -> N
     assert list(df.response) == ["done"]
 
 
-def test_ctrl_c_while_waiting_to_retry_is_recorded(fp, clean_env, monkeypatch) -> None:
+def test_ctrl_c_while_waiting_to_retry_is_recorded(provider, clean_env, monkeypatch) -> None:
     import _thread
     import threading
 
-    fp.script(status(401))  # warm litellm's error path (its first one costs seconds)
+    provider.script(status(401))  # warm litellm's error path (its first one costs seconds)
     with pytest.raises(lm.errors.AuthError):
         lm.complete("warm", model="gpt-4o", max_tokens=4)
     monkeypatch.setenv("LLM_MAGIC_RETRY_SCALE", "3")  # a real 6 s wait after the 500
-    fp.script(status(500), ok("never", 2, 1))
+    provider.script(status(500), ok("never", 2, 1))
 
     def interrupt_during_the_wait() -> None:
-        fp.wait_for_requests(2, timeout=60)
+        provider.wait_for_requests(2, timeout=60)
         time.sleep(2.5)  # the 500 has been handled; the 6 s wait before the retry is running
         _thread.interrupt_main()
 
@@ -156,7 +151,7 @@ def test_ctrl_c_while_waiting_to_retry_is_recorded(fp, clean_env, monkeypatch) -
     with pytest.raises(lm.errors.Interrupted) as caught:
         lm.complete("Hi", model="gpt-4o", max_tokens=4)
     assert caught.value.result.status == "interrupted"
-    assert len(posts(fp)) == 2  # the warm-up and the 500: the retry never went out
+    assert len(posts(provider)) == 2  # the warm-up and the 500: the retry never went out
     row = lm.ledger(str(clean_env)).df.iloc[-1]
     assert (row.status, row.error_type, row.attempts) == ("interrupted", "server_error", 1)
     assert row.http_status == 500 and row.cost_usd == 0.0

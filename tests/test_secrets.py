@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import types
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,19 +13,15 @@ import llm_magic as lm
 from llm_magic import config
 from llm_magic.secrets import mask_url, scrub
 from tests.fakekeys import fake_key
-from tests.fakeprovider import FakeProvider, ok, refused_url, status
+from tests.fakeprovider import ok, refused_url, status
 
 KEY = fake_key("CHAINKEY")
 ECHO = {"error": {"message": f"Incorrect API key provided: {KEY}", "type": "x", "code": "y"}}
 
 
 @pytest.fixture
-def fp(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        monkeypatch.setenv("OPENAI_API_BASE", server.openai_base)
-        monkeypatch.setenv("OPENAI_API_KEY", KEY)
-        config.reload_settings()
-        yield server
+def provider_keys() -> dict[str, str]:
+    return {"OPENAI_API_KEY": KEY}
 
 
 def _exceptions(exc: BaseException) -> list[BaseException]:
@@ -74,11 +69,13 @@ def _assert_no_key_behind(exc: BaseException) -> None:
     ],
     ids=["401", "429", "500"],
 )
-def test_provider_failures_carry_no_key_in_their_chain_or_frames(fp, clean_env, script) -> None:
-    fp.script(*script)
+def test_provider_failures_carry_no_key_in_their_chain_or_frames(
+    provider, clean_env, script
+) -> None:
+    provider.script(*script)
     with pytest.raises(lm.errors.ProviderError) as caught:
         lm.complete("Hi", model="gpt-4o", max_tokens=5)
-    assert fp.requests[-1].api_key == KEY  # the key really went out, in the header only
+    assert provider.requests[-1].api_key == KEY  # the key really went out, in the header only
     assert "Incorrect API key provided" in str(caught.value)  # the provider's words are kept
     _assert_no_key_behind(caught.value)
 
@@ -92,12 +89,12 @@ def test_a_refused_connection_carries_no_key(clean_env, monkeypatch) -> None:
     _assert_no_key_behind(caught.value)
 
 
-def test_verbose_traceback_shows_no_key(fp, ip_ledger, capsys) -> None:
+def test_verbose_traceback_shows_no_key(provider, ip_ledger, capsys) -> None:
     """What ``%xmode Verbose`` prints for a failing ``lm.complete``: every frame with its
     variables, and the key in none of them."""
     ip_ledger.run_line_magic("xmode", "Verbose")
     try:
-        fp.script(*[status(500, body=ECHO)] * 3)
+        provider.script(*[status(500, body=ECHO)] * 3)
         with pytest.raises(lm.errors.ServerError):
             ip_ledger.run_cell("import llm_magic as lm\nlm.complete('Hi', model='gpt-4o')")
     finally:
@@ -138,22 +135,22 @@ def test_an_unreachable_postgresql_ledger_is_named_without_its_password() -> Non
     assert not any("hunter2pw" in repr(e) for e in _exceptions(caught.value))  # …not its password
 
 
-def test_an_answer_after_failures_keeps_no_key(fp, clean_env) -> None:
-    fp.script(status(500, body=ECHO), ok("fine", 3, 1))
+def test_an_answer_after_failures_keeps_no_key(provider, clean_env) -> None:
+    provider.script(status(500, body=ECHO), ok("fine", 3, 1))
     result = lm.complete("Hi", model="gpt-4o", max_tokens=5)
     assert result.text == "fine" and KEY not in repr(result) + str(result.notes)
     df = lm.ledger(str(clean_env)).df
     assert KEY not in df.to_csv()
 
 
-def test_a_key_in_the_proxy_url_shows_nowhere(fp, ip_ledger, clean_env, monkeypatch, capsys):
+def test_a_key_in_the_proxy_url_shows_nowhere(provider, ip_ledger, clean_env, monkeypatch, capsys):
     """``LLM_MAGIC_API_BASE=http://user:KEY@proxy/v1``: the URL works, and a verbose
     traceback (which prints ``api_base`` among every frame's arguments) masks the key."""
-    base = fp.openai_base.replace("http://", f"http://proxyuser:{KEY}@")
+    base = provider.openai_base.replace("http://", f"http://proxyuser:{KEY}@")
     monkeypatch.setenv("LLM_MAGIC_API_BASE", base)
     monkeypatch.setenv("LLM_MAGIC_API_KEY", fake_key("PROXYKEY", kind="proxy"))
     config.reload_settings()
-    fp.script(ok("via proxy", 3, 1), *[status(500)] * 3)
+    provider.script(ok("via proxy", 3, 1), *[status(500)] * 3)
     assert lm.complete("Hi", model="gpt-4o", max_tokens=5).text == "via proxy"
     ip_ledger.run_line_magic("xmode", "Verbose")
     try:
