@@ -153,7 +153,9 @@ def summary() -> str:
 
 def _pool(cfg: Any, provider: str) -> Any:
     """The key pool of ``provider`` (masked aliases only)."""
-    return cfg.keys(provider)  # TODO(merge): keys.pool(cfg, provider) once KeyPool is in keys.py
+    from .keys import pool
+
+    return pool(cfg, provider)
 
 
 @command("models", "%llm models")
