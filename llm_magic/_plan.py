@@ -147,6 +147,7 @@ def prepare(plan: Plan, index: int, name: str) -> Leg | None:
     get_ready(name, plan.book, plan.say)
     try:
         route = resolve(name, plan.cfg, plan.book)
+        route.base_url()  # the embedded model's server (started by get_ready): its URL now
     except UsageProblem:
         if index == 0:
             raise  # the user's own model: a usage error, nothing sent
