@@ -291,7 +291,7 @@ def _per_call(ctx: Ctx, shell: _Shell) -> dict[str, Any]:
 
 
 def _pre_send_steps(ctx: Ctx) -> list[tuple[str, list[float]]] | str:
-    """The steps ``core._execute`` takes before litellm sends anything, each timed alone
+    """The steps a call (``core.start``: planning, then the attempt) takes before litellm sends anything, each timed alone
     (median per call). Uses llm_magic internals: if they changed, says so instead of failing."""
     try:
         from llm_magic import budget, gateway, models, pricing
@@ -464,7 +464,7 @@ def run(ctx: Ctx) -> Section:
         top = [t for name, t in steps if not name.startswith(" ")]
         total = [sum(x) for x in zip(*top, strict=True)]
         lines += [
-            "The work `core._execute` does before litellm sends anything, each step timed alone "
+            "The work a call (`core.start`: planning, then the attempt) does before litellm sends anything, each step timed alone "
             "(what the TTFT overhead is made of):",
             "",
             *table(
