@@ -12,7 +12,8 @@ yields: text chunks, then one ``Usage`` with the finish reason. Failures become
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from . import errors
@@ -52,11 +53,8 @@ def stream_openai(
         "temperature": float(temperature),
     }
     limits = httpx.Timeout(connect=10.0, read=timeout, write=timeout, pool=timeout)
-    got_text = False
+    tally = _Tally()
     failure: errors.ProviderError | None = None
-    finish: str | None = None
-    usage: dict[str, Any] | None = None
-    answered_by: str | None = None
     try:
         with (
             httpx.Client(timeout=limits) as client,
@@ -67,22 +65,8 @@ def stream_openai(
                     response.status_code, response.read().decode("utf-8", "replace"), model, url
                 )
             else:
-                for line in response.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    chunk = json.loads(data)
-                    answered_by = chunk.get("model") or answered_by
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                    for choice in chunk.get("choices") or ():
-                        finish = choice.get("finish_reason") or finish
-                        piece = (choice.get("delta") or {}).get("content")
-                        if piece:
-                            got_text = True
-                            yield str(piece)
+                for chunk in _events(response.iter_lines()):
+                    yield from tally.take(chunk)
     except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
         failure = errors.ConnectionFailed(f"cannot connect to {url}: {exc}", model=model, url=url)
     except httpx.TimeoutException:
@@ -90,15 +74,51 @@ def stream_openai(
     except (httpx.HTTPError, ValueError) as exc:
         failure = errors.ServerError(f"the stream from {url} broke: {exc}", model=model, url=url)
     if failure is not None:
-        if got_text:
+        if tally.got_text:
             failure = errors.StreamInterrupted(
                 f"response interrupted: {failure}", status=failure.status, model=model
             )
         raise failure  # outside the handler: no exception chain behind it
+    usage = tally.usage
     yield usage_type(
         int((usage or {}).get("prompt_tokens") or 0),
         int((usage or {}).get("completion_tokens") or 0),
         usage is not None,
-        answered_by,
-        finish,
+        tally.answered_by,
+        tally.finish,
     )
+
+
+def _events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """The JSON of each ``data:`` line of an OpenAI chat SSE stream, up to ``[DONE]``."""
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        yield json.loads(data)
+
+
+@dataclass
+class _Tally:
+    """What a stream said besides its text: usage, the model that answered, the finish reason."""
+
+    got_text: bool = False
+    usage: dict[str, Any] | None = None
+    answered_by: str | None = None
+    finish: str | None = None
+
+    def take(self, chunk: dict[str, Any]) -> list[str]:
+        """Note what ``chunk`` says; return its text pieces."""
+        self.answered_by = chunk.get("model") or self.answered_by
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        pieces = []
+        for choice in chunk.get("choices") or ():
+            self.finish = choice.get("finish_reason") or self.finish
+            piece = (choice.get("delta") or {}).get("content")
+            if piece:
+                self.got_text = True
+                pieces.append(str(piece))
+        return pieces

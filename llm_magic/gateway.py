@@ -10,20 +10,18 @@ litellm is imported lazily, on the first call that needs it (it costs ~3 s and ~
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import functools
 import logging
 import os
-import re
 import threading
-import time
 import warnings
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
 from . import errors
-from .secrets import Secret, mask_url, scrub
+from ._translate import translate_error
+from .secrets import Secret
 
 __all__ = [
     "Usage",
@@ -255,6 +253,41 @@ def stream_chat(
         )
         return
     litellm = _litellm()
+    kwargs = _litellm_kwargs(model, messages, max_tokens, temperature, timeout, api_base)
+    if first_byte_timeout:
+        kwargs["stream_timeout"] = first_byte_timeout
+    got_text = False
+    response: Any = None
+    failure: errors.ProviderError | None = None
+    try:
+        response = litellm.completion(**kwargs, **_credentials(api_key, api_base))
+        for piece in _read(response):
+            got_text = got_text or isinstance(piece, str)
+            yield piece
+    except (errors.LLMError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # every provider failure becomes one of ours
+        failure = translate_error(exc, model=model, api_base=api_base)
+        if got_text and not isinstance(failure, (errors.AuthError, errors.RateLimited)):
+            failure = errors.StreamInterrupted(
+                f"response interrupted: {failure}", status=failure.status, model=model
+            )
+    finally:
+        _close(response)  # an interrupted or abandoned stream closes its connection at once
+    if failure is not None:
+        # Raised here, outside the handler: no __context__ (nor __cause__) links it to the
+        # provider's exception, whose request and headers carry the key.
+        raise failure
+
+
+def _litellm_kwargs(
+    model: str,
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    temperature: float,
+    timeout: float,
+    api_base: str | None,
+) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "model": model,
         "messages": messages,
@@ -268,222 +301,37 @@ def stream_chat(
     }
     if api_base:
         kwargs["api_base"] = api_base
-    if first_byte_timeout:
-        kwargs["stream_timeout"] = first_byte_timeout
-    got_text = False
-    response: Any = None
-    failure: errors.ProviderError | None = None
-    try:
-        response = litellm.completion(**kwargs, **_credentials(api_key, api_base))
-        final_usage = None
-        answered_by = None
-        finish: str | None = None
-        for chunk in response:
-            answered_by = getattr(chunk, "model", None) or answered_by
-            usage = getattr(chunk, "usage", None)
-            if usage is not None:
-                final_usage = usage
-            for choice in getattr(chunk, "choices", None) or ():
-                finish = getattr(choice, "finish_reason", None) or finish
-                delta = getattr(choice, "delta", None)
-                text = getattr(delta, "content", None) if delta is not None else None
-                if text:
-                    got_text = True
-                    yield text
-        reported = any(
-            getattr(c, "usage", None) is not None for c in getattr(response, "chunks", ())
-        )
-        yield Usage(
-            int(getattr(final_usage, "prompt_tokens", 0) or 0),
-            int(getattr(final_usage, "completion_tokens", 0) or 0),
-            reported and final_usage is not None,
-            str(answered_by) if answered_by else None,
-            str(finish) if finish else None,
-        )
-    except errors.LLMError:
-        raise
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # every provider failure becomes one of ours
-        failure = translate_error(exc, model=model, api_base=api_base)
-        if got_text and not isinstance(failure, (errors.AuthError, errors.RateLimited)):
-            failure = errors.StreamInterrupted(
-                f"response interrupted: {failure}", status=failure.status, model=model
-            )
-    finally:
-        # An interrupted or abandoned stream closes its HTTP connection at once.
-        close = getattr(response, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception:
-                pass
-    if failure is not None:
-        # Raised here, outside the handler: no __context__ (nor __cause__) links it to the
-        # provider's exception, whose request and headers carry the key.
-        raise failure
+    return kwargs
 
 
-_PREFIX = re.compile(r"^(litellm\.)?[A-Za-z]+(Error|Exception|Timeout)?:\s*")
-
-
-_JSON_MESSAGE = re.compile(r'"message"\s*:\s*"((?:[^"\\]|\\.)+)"')
-
-
-def _clean(message: str) -> str:
-    """One short line: the provider's own error message where its JSON body has one."""
-    message = scrub(message)
-    found = _JSON_MESSAGE.search(message)
-    if found:
-        message = found.group(1)
-    message = message.strip().splitlines()[0] if message.strip() else ""
-    for _ in range(3):
-        message = _PREFIX.sub("", message, count=1)
-    return message[:300]
-
-
-def _retry_after(exc: Exception) -> float | None:
-    headers = getattr(exc, "litellm_response_headers", None)
-    if headers is None:
-        response = getattr(exc, "response", None)
-        headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    try:
-        raw = headers.get("retry-after") or headers.get("Retry-After")
-    except Exception:
-        return None
-    if not raw:
-        return None
-    raw = str(raw).strip()
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and every exception behind it (causes and contexts), each once."""
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not s for s in seen):
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether a connection was never made (refused, DNS, unreachable, a URL httpx cannot
-    use): the cause chain says."""
-    import httpx
-
-    never = (
-        ConnectionRefusedError,
-        httpx.ConnectError,
-        httpx.UnsupportedProtocol,
-        httpx.InvalidURL,
-        httpx.ProxyError,
+def _read(response: Any) -> Generator[str | Usage, None, None]:
+    """litellm's stream → text chunks, then one :class:`Usage` (with the finish reason)."""
+    final_usage = None
+    answered_by = None
+    finish: str | None = None
+    for chunk in response:
+        answered_by = getattr(chunk, "model", None) or answered_by
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            final_usage = usage
+        for choice in getattr(chunk, "choices", None) or ():
+            finish = getattr(choice, "finish_reason", None) or finish
+            delta = getattr(choice, "delta", None)
+            text = getattr(delta, "content", None) if delta is not None else None
+            if text:
+                yield text
+    reported = any(getattr(c, "usage", None) is not None for c in getattr(response, "chunks", ()))
+    yield Usage(
+        int(getattr(final_usage, "prompt_tokens", 0) or 0),
+        int(getattr(final_usage, "completion_tokens", 0) or 0),
+        reported and final_usage is not None,
+        str(answered_by) if answered_by else None,
+        str(finish) if finish else None,
     )
-    if any(isinstance(e, never) for e in _chain(exc)):
-        return True
-    return "connection refused" in str(exc).lower()
 
 
-def _failed_url(exc: BaseException, api_base: str | None) -> str | None:
-    """The URL the failed request went to (password masked), else ``api_base``: the innermost
-    exception that knows it (litellm's own carry a placeholder ``api.openai.com`` request)."""
-    for e in reversed(_chain(exc)):
-        if type(e).__module__.startswith("litellm"):
-            continue
-        for holder in (e, getattr(e, "response", None)):
-            try:
-                request = getattr(holder, "request", None)  # httpx raises when it has none
-            except Exception:
-                request = None
-            url = getattr(request, "url", None)
-            if url is not None and str(url):
-                return mask_url(str(url))
-    return mask_url(api_base) if api_base else None
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost low-level reason (``[Errno -2] Name or service not known``), one line."""
-    for e in reversed(_chain(exc)):
-        text = _clean(str(e))
-        if text:
-            return text
-    return type(exc).__name__
-
-
-def _status_of(exc: Exception) -> int | None:
-    """The HTTP status litellm's exception carries (Anthropic's 529 arrives as a 500 whose
-    ``provider_status_code`` says 529)."""
-    status = getattr(exc, "provider_status_code", None) or getattr(exc, "status_code", None)
-    try:
-        return int(status) if status is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _class_status(exc: Exception, status: int | None, text: str) -> int | None:
-    """The status litellm's exception class (or Anthropic's overload) means, when it says more
-    than the status code does."""
-    ex = _litellm().exceptions
-    if isinstance(exc, ex.RateLimitError):
-        return 429
-    if isinstance(exc, (ex.AuthenticationError, ex.PermissionDeniedError)):
-        return status if status in (401, 403) else 401
-    lowered = text.lower()
-    from_anthropic = getattr(exc, "llm_provider", None) == "anthropic" or "anthropic" in lowered
-    if status == 500 and "overloaded" in lowered and from_anthropic:
-        # Anthropic's in-stream `overloaded_error` event (after HTTP 200) reaches us as a 500
-        return 529
-    return status
-
-
-# What the status (or the class) settles before asking whether a connection was ever made.
-_SETTLED = (
-    errors.ContextTooLong,
-    errors.RateLimited,
-    errors.AuthError,
-    errors.Overloaded,
-    errors.Timeout,
-)
-
-
-def translate_error(
-    exc: Exception, *, model: str | None = None, api_base: str | None = None
-) -> errors.ProviderError:
-    """Map a litellm/httpx exception to our small set of types (status and Retry-After kept,
-    and the URL for connection failures and 404s): :func:`errors.for_status`, after what
-    litellm's exception classes say."""
-    ex = _litellm().exceptions
-    text = _clean(str(exc)) or type(exc).__name__
-    kw: dict[str, Any] = {"retry_after": _retry_after(exc), "model": model}
-    if isinstance(exc, ex.ContextWindowExceededError):
-        return errors.ContextTooLong(text, status=400, **kw)
-    status = _class_status(exc, _status_of(exc), text)
-    url = _failed_url(exc, api_base) if status == 404 else None
-    failure = errors.for_status(status, text, url=url, **kw)
-    if isinstance(failure, _SETTLED):
-        return failure
-    if isinstance(exc, ex.Timeout):
-        return errors.Timeout(text, status=status, **kw)
-    if _refused(exc):
-        # litellm reports a refused connection, an unknown host or a URL without http(s)://
-        # as a 500 for OpenAI and Anthropic: it is not a server error, and never retried
-        url = _failed_url(exc, api_base)
-        return errors.ConnectionFailed(
-            f"cannot connect to {url or 'the provider'}: {_reason(exc)}", url=url, **kw
-        )
-    if isinstance(exc, ex.APIConnectionError) and type(failure) in (
-        errors.BadRequest,
-        errors.ProviderError,
-    ):
-        return errors.ConnectionFailed(text, **kw)
-    return failure
+def _close(response: Any) -> None:
+    close = getattr(response, "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()
