@@ -158,28 +158,28 @@ def test_ctrl_c_while_waiting_to_retry_is_recorded(provider, clean_env, monkeypa
 
 
 def test_a_cooling_key_is_still_cooling_after_the_settings_are_read_again(
-    fp, clean_env, monkeypatch
+    provider, clean_env, monkeypatch
 ) -> None:
     """Key pools live outside the settings: reading them again (``reload_settings()``, as
     ``%llm budget 5`` did) keeps a key's cool-down and the rotation's turn."""
     from llm_magic import keys
 
     monkeypatch.setenv("LLM_MAGIC_RETRY_SCALE", "1")  # the 429's 30 s Retry-After, for real
-    fp.script(status(429, retry_after=30), ok("other key", 2, 1))
+    provider.script(status(429, retry_after=30), ok("other key", 2, 1))
     lm.complete("Hi", model="gpt-4o", max_tokens=4)
-    cooled = posts(fp)[0].api_key
+    cooled = posts(provider)[0].api_key
     pool = keys.pool(config.settings(), "openai")
     config.reload_settings()
     again = keys.pool(config.settings(), "openai")
     assert again is pool
     waits = {k.alias: again.wait_time(k) for k in again.keys}
     assert sorted(w > 20 for w in waits.values()) == [False, False, True]
-    fp.script(ok("next", 2, 1))
+    provider.script(ok("next", 2, 1))
     lm.complete("Hi", model="gpt-4o", max_tokens=4)
-    assert posts(fp)[-1].api_key != cooled  # the cooling key is still skipped
+    assert posts(provider)[-1].api_key != cooled  # the cooling key is still skipped
 
 
-def test_other_keys_get_their_own_pool(fp, clean_env, monkeypatch) -> None:
+def test_other_keys_get_their_own_pool(provider, clean_env, monkeypatch) -> None:
     from llm_magic import keys
 
     first = keys.pool(config.settings(), "openai")

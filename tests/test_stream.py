@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Iterator
 from dataclasses import fields
 
 import pytest
 
 import llm_magic as lm
-from llm_magic import config, core
+from llm_magic import core
 from llm_magic.record import tokens_per_second
 from tests.fakekeys import fake_key
 from tests.fakeprovider import FakeProvider, ok, status
@@ -21,12 +20,8 @@ KEY = fake_key("STREAMKEY")
 
 
 @pytest.fixture
-def fp(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        monkeypatch.setenv("OPENAI_API_BASE", server.openai_base)
-        monkeypatch.setenv("OPENAI_API_KEY", KEY)
-        config.reload_settings()
-        yield server
+def provider_keys() -> dict[str, str]:
+    return {"OPENAI_API_KEY": KEY}
 
 
 def posts(server: FakeProvider) -> list:  # type: ignore[type-arg]
@@ -37,10 +32,10 @@ def rows(path: object) -> list[dict]:  # type: ignore[type-arg]
     return lm.ledger(str(path)).df.to_dict("records")
 
 
-def test_a_stream_keeps_its_chunks_and_its_result_is_its_ledger_row(fp, clean_env) -> None:
-    fp.script(ok(chunks=("Hel", "lo", " there"), input_tokens=7, output_tokens=3))
+def test_a_stream_keeps_its_chunks_and_its_result_is_its_ledger_row(provider, clean_env) -> None:
+    provider.script(ok(chunks=("Hel", "lo", " there"), input_tokens=7, output_tokens=3))
     s = lm.stream("Hi", model="gpt-4o", max_tokens=8, agent="a1")
-    assert s.result is None and not posts(fp)  # nothing is sent before it is iterated
+    assert s.result is None and not posts(provider)  # nothing is sent before it is iterated
     got = list(s)
     assert got == ["Hel", "lo", " there"] and s.chunks == got and s.text == "Hello there"
     result = s.result
@@ -60,9 +55,9 @@ def test_a_stream_keeps_its_chunks_and_its_result_is_its_ledger_row(fp, clean_en
     assert list(s) == [] and s.result is result  # exhausted: stays done
 
 
-def test_interrupt_mid_answer_records_the_partial_answer_once(fp, clean_env) -> None:
+def test_interrupt_mid_answer_records_the_partial_answer_once(provider, clean_env) -> None:
     words = [f"w{i} " for i in range(200)]
-    fp.script(ok(chunks=words, input_tokens=5, output_tokens=200, chunk_delay=0.02))
+    provider.script(ok(chunks=words, input_tokens=5, output_tokens=200, chunk_delay=0.02))
     s = core.start(core.Request("Tell me a story", model="gpt-4o", max_tokens=400))
     first = next(s)
     result = s.interrupt()
@@ -74,14 +69,16 @@ def test_interrupt_mid_answer_records_the_partial_answer_once(fp, clean_env) -> 
     assert 1 <= row["output_tokens"] < 200
 
 
-def test_a_stream_stopped_before_it_was_sent_records_nothing(fp, clean_env) -> None:
+def test_a_stream_stopped_before_it_was_sent_records_nothing(provider, clean_env) -> None:
     s = lm.stream("Hi", model="gpt-4o", max_tokens=8)
     assert s.interrupt() is None and list(s) == []
-    assert posts(fp) == [] and rows(clean_env) == []
+    assert posts(provider) == [] and rows(clean_env) == []
 
 
-def test_ctrl_c_in_on_text_records_the_partial_call_and_raises_interrupted(fp, clean_env) -> None:
-    fp.script(ok(chunks=("one ", "two ", "three"), input_tokens=5, output_tokens=3))
+def test_ctrl_c_in_on_text_records_the_partial_call_and_raises_interrupted(
+    provider, clean_env
+) -> None:
+    provider.script(ok(chunks=("one ", "two ", "three"), input_tokens=5, output_tokens=3))
     seen: list[str] = []
 
     def show(chunk: str) -> None:
@@ -95,8 +92,8 @@ def test_ctrl_c_in_on_text_records_the_partial_call_and_raises_interrupted(fp, c
     assert [r["status"] for r in rows(clean_env)] == ["interrupted"]
 
 
-def test_a_dropped_stream_mid_answer_is_recorded_interrupted(fp, clean_env) -> None:
-    fp.script(ok(chunks=[f"w{i} " for i in range(100)], output_tokens=100, chunk_delay=0.02))
+def test_a_dropped_stream_mid_answer_is_recorded_interrupted(provider, clean_env) -> None:
+    provider.script(ok(chunks=[f"w{i} " for i in range(100)], output_tokens=100, chunk_delay=0.02))
     s = lm.stream("Hi", model="gpt-4o", max_tokens=200)
     for _ in s:
         break  # the loop is left: nobody reads the rest
@@ -105,8 +102,8 @@ def test_a_dropped_stream_mid_answer_is_recorded_interrupted(fp, clean_env) -> N
     assert [r["status"] for r in rows(clean_env)] == ["interrupted"]
 
 
-def test_a_failed_call_raises_with_its_record_and_the_stream_keeps_it(fp, clean_env) -> None:
-    fp.script(status(401))
+def test_a_failed_call_raises_with_its_record_and_the_stream_keeps_it(provider, clean_env) -> None:
+    provider.script(status(401))
     s = lm.stream("Hi", model="gpt-4o", max_tokens=8)
     with pytest.raises(lm.errors.AuthError) as caught:
         list(s)
@@ -116,7 +113,7 @@ def test_a_failed_call_raises_with_its_record_and_the_stream_keeps_it(fp, clean_
     assert [r["status"] for r in rows(clean_env)] == ["error"]
 
 
-def test_check_request_checks_without_sending(fp, clean_env) -> None:
+def test_check_request_checks_without_sending(provider, clean_env) -> None:
     route = core.check_request(core.Request("Hi", model="gpt-4o", max_tokens=100))
     assert route.model == "gpt-4o" and KEY not in repr(route)
     with pytest.raises(lm.errors.UsageProblem, match="maximum output"):
@@ -125,4 +122,4 @@ def test_check_request_checks_without_sending(fp, clean_env) -> None:
         core.check_request(core.Request("Hi", model="no-such-model-xyz"))
     with pytest.raises(lm.errors.UsageProblem, match="empty"):
         core.check_request(core.Request("  ", model="gpt-4o"))
-    assert posts(fp) == [] and rows(clean_env) == []
+    assert posts(provider) == [] and rows(clean_env) == []
