@@ -16,7 +16,7 @@ from . import _plan, budget, errors, gateway, keys, pricing, retry
 from .config import Settings
 from .keys import KeyPool
 from .models import Route
-from .record import CallRecord, tokens_per_second, utcnow
+from .record import CallRecord, UsageDetail, tokens_per_second, utcnow
 from .result import Result
 from .secrets import scrub
 
@@ -88,7 +88,8 @@ class Call:
         refused = status.startswith("refused")
         self._answered_model()
         tin, tout, source = self._tokens(status, err, refused)
-        amount = 0.0 if refused else pricing.cost(self.price, tin, tout)
+        detail = self.usage.detail() if source == "provider" and self.usage else UsageDetail()
+        amount = 0.0 if refused else pricing.cost(self.price, tin, tout, **detail)
         if self.price is None and not refused:
             plan.notes.append(pricing.no_price_note(self.route.model))
         ttft = self.ttft if self.ttft is not None else float("nan")
@@ -127,6 +128,7 @@ class Call:
             error_message=scrub(str(err)) if err is not None else None,
             finish_reason=self._finish_reason(status),
             setup_s=self.setup_s,
+            **detail,  # NULL when the provider's usage did not report them
         )
         kept = plan.book.keep(rec.row())  # a row the ledger cannot take now waits in its journal
         if kept:

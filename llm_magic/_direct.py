@@ -79,14 +79,7 @@ def stream_openai(
                 f"response interrupted: {failure}", status=failure.status, model=model
             )
         raise failure  # outside the handler: no exception chain behind it
-    usage = tally.usage
-    yield usage_type(
-        int((usage or {}).get("prompt_tokens") or 0),
-        int((usage or {}).get("completion_tokens") or 0),
-        usage is not None,
-        tally.answered_by,
-        tally.finish,
-    )
+    yield usage_type.read(tally.usage, reported=True, model=tally.answered_by, finish=tally.finish)
 
 
 def _events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:

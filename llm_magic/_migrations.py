@@ -4,7 +4,7 @@ A released migration never changes (simonw/llm's ``migrations.py`` style): each 
 its own tables and columns literally and reads nothing of the live code, so a column added to
 :class:`~llm_magic.record.CallRecord` reaches old and new ledgers alike through a migration of
 its own (``ALTER TABLE calls ADD COLUMN …``), appended to :data:`MIGRATIONS`. The names recorded
-in existing ledgers (``m001_calls`` … ``m005_reservations``) are kept exactly. The schema all
+in existing ledgers (``m001_calls`` … ``m006_usage_detail``) are kept exactly. The schema all
 the migrations make from nothing is written down in ``docs/ledger-schema.md`` and checked by
 ``tests/test_ledger.py``.
 """
@@ -125,6 +125,18 @@ def m005_reservations(conn: Connection) -> None:
     )
 
 
+def m006_usage_detail(conn: Connection) -> None:
+    """What a call's usage says beyond input and output tokens, NULL when the provider does not
+    report it: prompt tokens read from and written to the provider's cache (the 1-hour cache's
+    share of the writes apart, where reported), and the reasoning tokens among the output."""
+    from sqlalchemy import text
+
+    conn.execute(text("ALTER TABLE calls ADD COLUMN cache_read_tokens INTEGER"))
+    conn.execute(text("ALTER TABLE calls ADD COLUMN cache_write_tokens INTEGER"))
+    conn.execute(text("ALTER TABLE calls ADD COLUMN cache_write_1h_tokens INTEGER"))
+    conn.execute(text("ALTER TABLE calls ADD COLUMN reasoning_tokens INTEGER"))
+
+
 # In order; a new migration goes at the end, under a new name. Never edit one above.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_calls", m001_calls),
@@ -132,6 +144,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m003_summary_index", m003_summary_index),
     ("m004_finish_setup", m004_finish_setup),
     ("m005_reservations", m005_reservations),
+    ("m006_usage_detail", m006_usage_detail),
 ]
 
 

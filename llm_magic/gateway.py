@@ -16,15 +16,16 @@ import os
 import threading
 import warnings
 from collections.abc import Generator
-from dataclasses import dataclass
 from typing import Any
 
 from . import errors
 from ._translate import translate_error
+from ._usage import Usage, usage_detail
 from .secrets import Secret
 
 __all__ = [
     "Usage",
+    "usage_detail",
     "stream_chat",
     "count_tokens",
     "count_text_tokens",
@@ -113,18 +114,6 @@ def litellm_version() -> str:
     from importlib.metadata import version
 
     return version("litellm")
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Token usage at the end of a stream; ``reported`` is False when litellm had to estimate.
-    ``finish_reason`` is why the answer ended, as the provider said (``length``: max_tokens)."""
-
-    input_tokens: int
-    output_tokens: int
-    reported: bool
-    model: str | None = None  # the model the provider (or a proxy) says answered
-    finish_reason: str | None = None
 
 
 def provider_of(model: str) -> str:
@@ -321,12 +310,11 @@ def _read(response: Any) -> Generator[str | Usage, None, None]:
             if text:
                 yield text
     reported = any(getattr(c, "usage", None) is not None for c in getattr(response, "chunks", ()))
-    yield Usage(
-        int(getattr(final_usage, "prompt_tokens", 0) or 0),
-        int(getattr(final_usage, "completion_tokens", 0) or 0),
-        reported and final_usage is not None,
-        str(answered_by) if answered_by else None,
-        str(finish) if finish else None,
+    yield Usage.read(
+        final_usage,
+        reported=reported,
+        model=str(answered_by) if answered_by else None,
+        finish=str(finish) if finish else None,
     )
 
 

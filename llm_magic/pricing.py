@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import gateway
 from .errors import UsageProblem
 from .models import all_aliases
-from .record import Book
+from .record import USAGE_DETAIL, Book
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -22,12 +22,53 @@ FREE_PROVIDERS = {"local", "ollama", "ollama_chat"}
 
 @dataclass(frozen=True)
 class Price:
+    """Dollars per token of each part of a call's usage. A part the price map (or a
+    ``%llm price`` override, which sets input and output only) has no price for is priced as
+    the tokens it is a part of: cache reads and writes at the input price, 1-hour cache writes
+    at the (5-minute) cache-write price, reasoning at the output price."""
+
     input_per_token: float
     output_per_token: float
     source: str
+    cache_read_per_token: float | None = None  # cache_read_input_token_cost
+    cache_write_per_token: float | None = None  # cache_creation_input_token_cost
+    cache_write_1h_per_token: float | None = None  # cache_creation_input_token_cost_above_1hr
+    reasoning_per_token: float | None = None  # output_cost_per_reasoning_token
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return input_tokens * self.input_per_token + output_tokens * self.output_per_token
+    def cost(
+        self,
+        input_tokens: Any,
+        output_tokens: Any,
+        cache_read_tokens: Any = 0,
+        cache_write_tokens: Any = 0,
+        cache_write_1h_tokens: Any = 0,
+        reasoning_tokens: Any = 0,
+    ) -> Any:
+        """Each part × its price. ``input_tokens`` counts every prompt token (cache reads and
+        writes included), ``output_tokens`` the reasoning ones: the plain part of each is what
+        is left. Numbers or pandas Series alike (a part not reported: pass 0)."""
+        read_p = _or(self.cache_read_per_token, self.input_per_token)
+        write_p = _or(self.cache_write_per_token, self.input_per_token)
+        write_1h_p = _or(self.cache_write_1h_per_token, write_p)
+        reason_p = _or(self.reasoning_per_token, self.output_per_token)
+        plain_in = input_tokens - cache_read_tokens - cache_write_tokens
+        return (
+            plain_in * self.input_per_token
+            + cache_read_tokens * read_p
+            + (cache_write_tokens - cache_write_1h_tokens) * write_p
+            + cache_write_1h_tokens * write_1h_p
+            + (output_tokens - reasoning_tokens) * self.output_per_token
+            + reasoning_tokens * reason_p
+        )
+
+
+def _or(value: float | None, otherwise: float) -> float:
+    return otherwise if value is None else value
+
+
+def _per_token(entry: dict[str, Any], key: str) -> float | None:
+    value = entry.get(key)
+    return None if value is None else float(value)
 
 
 def price_for(
@@ -48,12 +89,38 @@ def price_for(
                 float(info["input_cost_per_token"]),
                 float(info.get("output_cost_per_token") or 0.0),
                 f"litellm {gateway.litellm_version()}",
+                _per_token(info, "cache_read_input_token_cost"),
+                _per_token(info, "cache_creation_input_token_cost"),
+                _per_token(info, "cache_creation_input_token_cost_above_1hr"),
+                _per_token(info, "output_cost_per_reasoning_token"),
             )
     return None
 
 
-def cost(price: Price | None, input_tokens: int, output_tokens: int) -> float:
-    return math.nan if price is None else price.cost(input_tokens, output_tokens)
+def cost(
+    price: Price | None,
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    cache_read_tokens: int | None = None,
+    cache_write_tokens: int | None = None,
+    cache_write_1h_tokens: int | None = None,
+    reasoning_tokens: int | None = None,
+) -> float:
+    """What a call's usage cost at ``price`` (NaN when no price is known); a part the
+    provider did not report (None) counts as none of its tokens."""
+    if price is None:
+        return math.nan
+    return float(
+        price.cost(
+            input_tokens,
+            output_tokens,
+            cache_read_tokens or 0,
+            cache_write_tokens or 0,
+            cache_write_1h_tokens or 0,
+            reasoning_tokens or 0,
+        )
+    )
 
 
 def no_price_note(model: str) -> str:
@@ -72,7 +139,8 @@ class Calls(Book, Protocol):
 
 def reprice(book: Calls, model: str) -> pd.DataFrame:
     """What-if: every call's tokens in ``book`` priced as ``model`` would have charged them
-    (``Ledger.reprice``). Nothing is sent; calls that carried no tokens are left out."""
+    (``Ledger.reprice``), each part (cache reads and writes, reasoning) at its own price. Nothing
+    is sent; calls that carried no tokens are left out."""
     name = all_aliases(book).get(model, model)
     try:
         provider = "local" if name == "local" else gateway.provider_of(name)
@@ -86,13 +154,14 @@ def reprice(book: Calls, model: str) -> pd.DataFrame:
     frame = book.df
     frame = frame[frame["input_tokens"].fillna(0) + frame["output_tokens"].fillna(0) > 0]
     out = frame[
-        ["call_id", "ts_start", "model", "agent", "input_tokens", "output_tokens", "cost_usd"]
+        ["call_id", "ts_start", "model", "agent", "input_tokens", "output_tokens", *USAGE_DETAIL]
+        + ["cost_usd"]
     ].copy()
-    tokens_in = out["input_tokens"].astype("float64")
-    tokens_out = out["output_tokens"].astype("float64")
+    tokens = {  # a part not reported (NULL): none of its tokens
+        col: out[col].astype("float64").fillna(0.0)
+        for col in ("input_tokens", "output_tokens", *USAGE_DETAIL)
+    }
     out["repriced_as"] = model
-    out["repriced_cost_usd"] = (
-        tokens_in * price.input_per_token + tokens_out * price.output_per_token
-    )
+    out["repriced_cost_usd"] = price.cost(**tokens)
     out["price_source"] = price.source
     return out.reset_index(drop=True)

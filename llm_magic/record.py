@@ -13,9 +13,19 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
-__all__ = ["CallRecord", "COLUMNS", "NAMES", "STATUSES", "Book", "utcnow", "tokens_per_second"]
+__all__ = [
+    "CallRecord",
+    "COLUMNS",
+    "NAMES",
+    "STATUSES",
+    "USAGE_DETAIL",
+    "UsageDetail",
+    "Book",
+    "utcnow",
+    "tokens_per_second",
+]
 
 STATUSES = ("ok", "error", "interrupted", "refused_budget", "refused_context")
 
@@ -54,7 +64,7 @@ class CallRecord:
     status: str = _col("text", "ok", "one of STATUSES")
     error_type: str | None = _col("text")
     http_status: int | None = _col("int")
-    input_tokens: int = _col("int", 0)
+    input_tokens: int = _col("int", 0, "every prompt token, cached ones included")
     output_tokens: int = _col("int", 0)
     usage_source: str = _col("text", "provider", "provider or estimated")
     cost_usd: float = _col("float", math.nan, "NULL ⇔ no known price (NaN), never a silent 0")
@@ -75,6 +85,11 @@ class CallRecord:
     error_message: str | None = _col("text")
     finish_reason: str | None = _col("text", None, "as the provider reported it")
     setup_s: float = _col("float", 0.0, "seconds waited before the request could be sent")
+    # usage detail (m006): NULL when the provider's usage does not report the part
+    cache_read_tokens: int | None = _col("int", None, "of input_tokens: read from the cache")
+    cache_write_tokens: int | None = _col("int", None, "of input_tokens: written to the cache")
+    cache_write_1h_tokens: int | None = _col("int", None, "of cache_write_tokens: 1-hour cache")
+    reasoning_tokens: int | None = _col("int", None, "of output_tokens: reasoning")
 
     def row(self) -> dict[str, Any]:
         """The ledger row: column name → value (the ledger serialises dates, tags and NaN)."""
@@ -83,6 +98,27 @@ class CallRecord:
 
 COLUMNS: list[tuple[str, str]] = [(f.name, f.metadata["kind"]) for f in fields(CallRecord)]
 NAMES: list[str] = [name for name, _ in COLUMNS]
+
+
+class UsageDetail(TypedDict, total=False):
+    """The parts of a call's usage beyond input and output tokens, by column name."""
+
+    cache_read_tokens: int | None
+    cache_write_tokens: int | None
+    cache_write_1h_tokens: int | None
+    reasoning_tokens: int | None
+
+
+#: The parts of a call's usage beyond input and output tokens (each NULL when not reported).
+#: ``input_tokens`` counts every prompt token, the cached ones included (OpenAI's
+#: ``prompt_tokens``; Anthropic's ``input_tokens`` + ``cache_read_input_tokens`` +
+#: ``cache_creation_input_tokens``); ``output_tokens`` includes the reasoning tokens.
+USAGE_DETAIL = (
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+)
 
 
 class Book(Protocol):

@@ -33,7 +33,13 @@ behaviour from a FIFO queue; an empty queue gives ``fp.default`` (a normal answe
 
 * ``ok(text, input_tokens=10, output_tokens=None, chunk_delay=0.0, chunks=None)`` -- a normal
   answer; ``text`` is streamed word by word (or as the given ``chunks``), ``chunk_delay``
-  seconds apart; ``output_tokens`` defaults to the number of chunks.
+  seconds apart; ``output_tokens`` defaults to the number of chunks. Usage detail, in each
+  wire's own fields: ``cache_read_tokens`` (OpenAI ``prompt_tokens_details.cached_tokens``,
+  Anthropic ``cache_read_input_tokens``), ``cache_write_tokens`` and ``cache_write_1h_tokens``
+  (Anthropic ``cache_creation_input_tokens`` and ``cache_creation.ephemeral_1h_input_tokens``),
+  ``reasoning_tokens`` (OpenAI ``completion_tokens_details.reasoning_tokens``); 0 when not
+  given, as the real APIs send it. ``input_tokens`` is the wire's own input count: OpenAI's
+  ``prompt_tokens`` includes the cached tokens, Anthropic's ``input_tokens`` leaves them out.
 * ``status(code, body=None, retry_after=None, headers=None)`` -- an HTTP error. Without
   ``body``, the provider's real error JSON for ``code`` is sent (400 = context length
   exceeded; 429/500/503/529/401/403/404/413 also known). ``body`` may be a dict (JSON),
@@ -143,6 +149,10 @@ class Ok:
     chunk_delay: float = 0.0
     chunks: tuple[str, ...] | None = None
     finish_reason: str = "stop"
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def pieces(self) -> list[str]:
         """The streamed text pieces (word by word unless ``chunks`` was given)."""
@@ -211,8 +221,13 @@ def ok(
     chunk_delay: float = 0.0,
     chunks: Iterable[str] | None = None,
     finish_reason: str = "stop",
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    cache_write_1h_tokens: int = 0,
+    reasoning_tokens: int = 0,
 ) -> Ok:
-    """A normal answer streamed in several chunks (slow tokens via ``chunk_delay``)."""
+    """A normal answer streamed in several chunks (slow tokens via ``chunk_delay``), with the
+    usage detail given (cache reads and writes, reasoning) in the wire's fields."""
     parts = None if chunks is None else tuple(chunks)
     return Ok(
         text=text if parts is None else "".join(parts),
@@ -221,6 +236,10 @@ def ok(
         chunk_delay=chunk_delay,
         chunks=parts,
         finish_reason=finish_reason,
+        cache_read_tokens=cache_read_tokens,
+        cache_write_tokens=cache_write_tokens,
+        cache_write_1h_tokens=cache_write_1h_tokens,
+        reasoning_tokens=reasoning_tokens,
     )
 
 
@@ -423,18 +442,36 @@ def error_body(protocol: Protocol, code: int) -> dict[str, Any]:
 
 
 def _openai_usage(b: Ok) -> dict[str, Any]:
+    """OpenAI's usage: ``prompt_tokens`` includes the cached ones, ``completion_tokens`` the
+    reasoning ones."""
     out = b.completion_tokens()
     return {
         "prompt_tokens": b.input_tokens,
         "completion_tokens": out,
         "total_tokens": b.input_tokens + out,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": b.cache_read_tokens, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": b.reasoning_tokens,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
         },
+    }
+
+
+def _anthropic_usage(b: Ok, output_tokens: int) -> dict[str, Any]:
+    """Anthropic's usage: ``input_tokens`` leaves out the cache reads and writes, which it
+    reports apart (the writes split by cache lifetime in ``cache_creation``)."""
+    return {
+        "input_tokens": b.input_tokens,
+        "cache_creation_input_tokens": b.cache_write_tokens,
+        "cache_read_input_tokens": b.cache_read_tokens,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": b.cache_write_tokens - b.cache_write_1h_tokens,
+            "ephemeral_1h_input_tokens": b.cache_write_1h_tokens,
+        },
+        "output_tokens": output_tokens,
+        "service_tier": "standard",
     }
 
 
@@ -498,12 +535,7 @@ class _Wire:
                 "content": [{"type": "text", "text": text}],
                 "stop_reason": self._anthropic_stop(),
                 "stop_sequence": None,
-                "usage": {
-                    "input_tokens": a.input_tokens,
-                    "cache_creation_input_tokens": 0,
-                    "cache_read_input_tokens": 0,
-                    "output_tokens": a.completion_tokens(),
-                },
+                "usage": _anthropic_usage(a, a.completion_tokens()),
             }
         return self._ollama_final(text)
 
@@ -521,12 +553,7 @@ class _Wire:
             return head, body, tail
         if self.protocol == "anthropic":
             a = self.answer
-            usage = {
-                "input_tokens": a.input_tokens,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-                "output_tokens": 1,
-            }
+            usage = _anthropic_usage(a, 1)  # output_tokens: 1 until message_delta's count
             start = {
                 "type": "message_start",
                 "message": {

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from llm_magic import record
@@ -55,6 +56,10 @@ SCHEMA: dict[str, list[tuple[str, str, bool, bool]]] = {
         ("error_message", TEXT, False, False),
         ("finish_reason", TEXT, False, False),
         ("setup_s", FLOAT, False, False),
+        ("cache_read_tokens", INT, False, False),
+        ("cache_write_tokens", INT, False, False),
+        ("cache_write_1h_tokens", INT, False, False),
+        ("reasoning_tokens", INT, False, False),
     ],
     "prices": [
         ("model", TEXT, False, True),
@@ -100,6 +105,7 @@ APPLIED = [
     "m003_summary_index",
     "m004_finish_setup",
     "m005_reservations",
+    "m006_usage_detail",
 ]
 
 
@@ -175,7 +181,9 @@ def test_call_record_fields_are_the_calls_columns() -> None:
 
 
 # A ledger as llm_magic 0.1 (before the reshape) made it, m001–m005: its DDL as SQLite keeps
-# it, "user" quoted so that PostgreSQL takes the same script.
+# it, "user" quoted so that PostgreSQL takes the same script. Opened now, it gets m006 (the
+# usage detail columns) and nothing else changes.
+MADE_BY_0_1 = APPLIED[:5]
 OLD_LEDGER = [
     """CREATE TABLE _migrations (name TEXT NOT NULL, applied_at TEXT, PRIMARY KEY (name))""",
     """CREATE TABLE calls (
@@ -208,7 +216,7 @@ def test_a_ledger_made_before_the_reshape_opens_unchanged_with_its_rows(ledger_u
     with engine.begin() as conn:
         for ddl in OLD_LEDGER:
             conn.execute(text(ddl))
-        for name in APPLIED:
+        for name in MADE_BY_0_1:
             conn.execute(
                 text("INSERT INTO _migrations VALUES (:n, '2026-01-01T00:00:00+00:00')"),
                 {"n": name},
@@ -225,10 +233,11 @@ def test_a_ledger_made_before_the_reshape_opens_unchanged_with_its_rows(ledger_u
         conn.execute(text("INSERT INTO prices VALUES ('house', 1.0, 2.0, :ts)"), {"ts": now})
         conn.execute(text("INSERT INTO aliases VALUES ('fast', 'gpt-4o-mini')"))
     engine.dispose()
-    before = _found(ledger_url)
 
     book = Ledger(ledger_url)
     assert book.schema_version() == APPLIED
+    migrated = _found(ledger_url)
+    assert migrated == (SCHEMA, INDEXES)  # m006 added its columns, at the end, and only them
     df = book.df.set_index("call_id")
     old = df.loc["old1"]
     assert (old.model, old.user, old.response, old.finish_reason) == (
@@ -239,16 +248,19 @@ def test_a_ledger_made_before_the_reshape_opens_unchanged_with_its_rows(ledger_u
     )
     assert old.tags == {"exp": "a"} and (old.input_tokens, old.output_tokens) == (10, 5)
     assert (old.cost_usd, old.setup_s) == (0.5, 0.25) and math.isnan(old.latency_s)
+    assert all(pd.isna(old[name]) for name in record.USAGE_DETAIL)  # never reported: NULL
     assert book.prices() == {"house": (1.0, 2.0)} and book.aliases() == {"fast": "gpt-4o-mini"}
     book.record({"call_id": "new1", "trace_id": "t2", "ts_start": utcnow(), "status": "ok"})
     assert len(book) == 2 and book.cost_today() == pytest.approx(0.5)
     book.close()
-    assert _found(ledger_url) == before  # nothing migrated again, nothing altered
+    Ledger(ledger_url).close()
+    assert _found(ledger_url) == migrated  # nothing migrated again, nothing altered
     engine = create_engine(ledger_url)
     with engine.connect() as conn:
-        stamps = set(conn.execute(text("SELECT applied_at FROM _migrations")).scalars())
+        stamps = dict(conn.execute(text("SELECT name, applied_at FROM _migrations")).all())
     engine.dispose()
-    assert stamps == {"2026-01-01T00:00:00+00:00"}
+    assert {stamps[name] for name in MADE_BY_0_1} == {"2026-01-01T00:00:00+00:00"}
+    assert set(stamps) == set(APPLIED) and stamps["m006_usage_detail"] >= now
 
 
 STANDS_ALONE = """
