@@ -137,6 +137,17 @@ def m006_usage_detail(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE calls ADD COLUMN reasoning_tokens INTEGER"))
 
 
+def m007_call_shape(conn: Connection) -> None:
+    """What kind of call a row is (``chat`` or ``embeddings``; rows written before are chats),
+    which count of the prompt the pre-send guards used (``prompt_count_source``), and the tool
+    calls the model asked for (a JSON list, NULL when none)."""
+    from sqlalchemy import text
+
+    conn.execute(text("ALTER TABLE calls ADD COLUMN operation TEXT DEFAULT 'chat'"))
+    conn.execute(text("ALTER TABLE calls ADD COLUMN prompt_count_source TEXT"))
+    conn.execute(text("ALTER TABLE calls ADD COLUMN tool_calls TEXT"))
+
+
 # In order; a new migration goes at the end, under a new name. Never edit one above.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_calls", m001_calls),
@@ -145,6 +156,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m004_finish_setup", m004_finish_setup),
     ("m005_reservations", m005_reservations),
     ("m006_usage_detail", m006_usage_detail),
+    ("m007_call_shape", m007_call_shape),
 ]
 
 

@@ -223,7 +223,7 @@ def dialect_insert(dialect: str, table: Any) -> Any:
 
 
 def row_values(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A row as the calls table takes it: every column, dates as ISO 8601 UTC, tags as JSON,
+    """A row as the calls table takes it: every column, dates as ISO 8601 UTC, tags and tool calls as JSON,
     NaN as NULL, numpy scalars as Python ones. ``ValueError`` for unknown columns or status."""
     unknown = set(row) - set(NAMES)
     if unknown:
@@ -233,7 +233,7 @@ def row_values(row: Mapping[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name in NAMES:
         v = row.get(name)
-        if name == "tags" and v is not None and not isinstance(v, str):
+        if name in ("tags", "tool_calls") and v is not None and not isinstance(v, str):
             v = json.dumps(v, sort_keys=True)
         if isinstance(v, datetime):
             v = v.astimezone(timezone.utc).isoformat()

@@ -27,6 +27,10 @@ __all__ = [
     "tokens_per_second",
 ]
 
+OPERATIONS = ("chat", "embeddings")
+#: ``anthropic``: Anthropic's token-counting endpoint; ``tokenizer``: the model's own tokenizer
+#: (the local model); ``estimate``: litellm's estimate (tiktoken) for everything else.
+PROMPT_COUNTS = ("anthropic", "tokenizer", "estimate")
 STATUSES = ("ok", "error", "interrupted", "refused_budget", "refused_context")
 
 
@@ -90,6 +94,12 @@ class CallRecord:
     cache_write_tokens: int | None = _col("int", None, "of input_tokens: written to the cache")
     cache_write_1h_tokens: int | None = _col("int", None, "of cache_write_tokens: 1-hour cache")
     reasoning_tokens: int | None = _col("int", None, "of output_tokens: reasoning")
+    # call shape (m007)
+    operation: str = _col("text", "chat", "one of OPERATIONS")
+    prompt_count_source: str | None = _col(
+        "text", None, "which pre-send count of the prompt the guards used (see PROMPT_COUNTS)"
+    )
+    tool_calls: list[dict[str, Any]] | None = _col("text", None, "JSON text of a list, NULL when none")
 
     def row(self) -> dict[str, Any]:
         """The ledger row: column name → value (the ledger serialises dates, tags and NaN)."""

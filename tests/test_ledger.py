@@ -62,13 +62,16 @@ def test_a_blank_ledger_has_exactly_the_documented_columns(ledger_url: str) -> N
     assert [c["name"] for c in found] == [name for name, _ in COLUMNS]
     for column, (name, kind) in zip(found, COLUMNS, strict=True):
         assert isinstance(column["type"], kinds[kind]), (name, column["type"])
-    assert NAMES[-6:] == [  # each migration's columns appended, in order (m004, m006)
+    assert NAMES[-9:] == [  # each migration's columns appended, in order (m004, m006, m007)
         "finish_reason",
         "setup_s",
         "cache_read_tokens",
         "cache_write_tokens",
         "cache_write_1h_tokens",
         "reasoning_tokens",
+        "operation",
+        "prompt_count_source",
+        "tool_calls",
     ]
 
 

@@ -60,6 +60,9 @@ SCHEMA: dict[str, list[tuple[str, str, bool, bool]]] = {
         ("cache_write_tokens", INT, False, False),
         ("cache_write_1h_tokens", INT, False, False),
         ("reasoning_tokens", INT, False, False),
+        ("operation", TEXT, False, False),
+        ("prompt_count_source", TEXT, False, False),
+        ("tool_calls", TEXT, False, False),
     ],
     "prices": [
         ("model", TEXT, False, True),
@@ -106,6 +109,7 @@ APPLIED = [
     "m004_finish_setup",
     "m005_reservations",
     "m006_usage_detail",
+    "m007_call_shape",
 ]
 
 
