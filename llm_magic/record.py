@@ -99,7 +99,9 @@ class CallRecord:
     prompt_count_source: str | None = _col(
         "text", None, "which pre-send count of the prompt the guards used (see PROMPT_COUNTS)"
     )
-    tool_calls: list[dict[str, Any]] | None = _col("text", None, "JSON text of a list, NULL when none")
+    tool_calls: list[dict[str, Any]] | None = _col(
+        "text", None, "JSON text of a list, NULL when none"
+    )
 
     def row(self) -> dict[str, Any]:
         """The ledger row: column name → value (the ledger serialises dates, tags and NaN)."""
