@@ -55,6 +55,7 @@ class Call:
             api_key=route.key,  # a Secret: revealed only inside the litellm call
             timeout=plan.cfg.timeout_s,
             direct=route.provider == "local",  # no litellm on the embedded model's path
+            extra=self.leg.extra,
         )
         return self.pieces
 

@@ -38,6 +38,7 @@ def stream_openai(
     temperature: float,
     api_base: str,
     timeout: float,
+    extra: dict[str, Any] | None = None,
 ) -> Generator[Any, None, None]:
     """Stream one chat completion from an OpenAI-compatible server with no key."""
     import httpx
@@ -51,6 +52,7 @@ def stream_openai(
         "stream_options": {"include_usage": True},
         "max_tokens": int(max_tokens),
         "temperature": float(temperature),
+        **(extra or {}),
     }
     limits = httpx.Timeout(connect=10.0, read=timeout, write=timeout, pool=timeout)
     tally = _Tally()

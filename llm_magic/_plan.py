@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import budget, errors, gateway, local, pricing
 from .config import Settings, settings
@@ -48,6 +49,12 @@ class Request:
     execution_count: int | None = None
     task: str = "standard"
     store_text: bool | None = None
+    # issue 11: what a real call carries beyond text (each feature validates its own)
+    tools: list[Any] | None = None  # JSON-schema tools or plain Python functions
+    run_tools: bool = False  # run the Python functions and send results back
+    max_tool_rounds: int = 5
+    schema: Any = None  # a pydantic model class or a JSON schema (dict): structured output
+    cache_prompt: bool = False  # mark the system prompt and long context for the prompt cache
 
     def validate(self) -> None:
         if self.max_tokens is not None and (
@@ -95,6 +102,9 @@ class Leg:
     input_estimate: int
     price: pricing.Price | None
     refusal: errors.ProviderError | None = None  # set by guard(): refused before sending
+    # request parameters beyond the chat basics, as the gateway sends them (``tools``,
+    # ``response_format``, …): filled in by prepare() for this leg's provider
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _noop(_message: str) -> None:

@@ -216,6 +216,7 @@ def stream_chat(
     timeout: float = 600.0,
     first_byte_timeout: float | None = None,
     direct: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> Generator[str | Usage, None, None]:
     """Stream one chat completion: yields text chunks, then one :class:`Usage` (with the
     finish reason, which OpenAI-style streams carry on the last choice chunk and litellm maps
@@ -225,7 +226,8 @@ def stream_chat(
     provider's exception can carry the request, key included). ``max_tokens`` is mandatory:
     no call is unbounded. Pass the key as a :class:`Secret`: it is revealed only inside the
     litellm call. ``direct``: the embedded model, read straight from its server without litellm
-    (see :mod:`llm_magic._direct`)."""
+    (see :mod:`llm_magic._direct`). ``extra``: further request parameters (``tools``,
+    ``response_format``, …), sent as they are."""
     if not max_tokens or max_tokens <= 0:
         raise errors.UsageProblem("max_tokens must be a positive integer, e.g. --max-tokens 512")
     if direct and api_base:
@@ -239,10 +241,12 @@ def stream_chat(
             temperature=temperature,
             api_base=api_base,
             timeout=timeout,
+            extra=extra,
         )
         return
     litellm = _litellm()
     kwargs = _litellm_kwargs(model, messages, max_tokens, temperature, timeout, api_base)
+    kwargs.update(extra or {})
     if first_byte_timeout:
         kwargs["stream_timeout"] = first_byte_timeout
     got_text = False

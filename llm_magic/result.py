@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from .record import CallRecord
 from .vocab import cost
@@ -38,6 +39,8 @@ class Result:
     finish_reason: str | None = None  # as the provider reported it: stop, length, tool_calls, …
     setup_s: float = 0.0  # waited before the request could be sent (import, local model start)
     max_tokens: int | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # parsed: id, name, arguments (a dict)
+    data: Any = None  # with ``schema=``: the validated object
     record: CallRecord | None = field(default=None, repr=False, compare=False)  # its ledger row
 
     @classmethod
