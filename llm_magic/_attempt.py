@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Generator, Iterator
 
 from . import _plan, budget, errors, gateway, keys, pricing, retry
+from ._toolcalls import ToolCalls, ToolDelta, ToolEvent
 from .config import Settings
 from .keys import KeyPool
 from .models import Route
@@ -38,13 +39,14 @@ class Call:
         self.parts: list[str] = []
         self.attempts = 0
         self.usage: gateway.Usage | None = None
-        self.pieces: Iterator[str | gateway.Usage] | None = None  # the HTTP stream being read
+        self.tools = ToolCalls()  # the tool calls of the answer, gathered from their pieces
+        self.pieces: Iterator[str | ToolDelta | gateway.Usage] | None = None  # being read
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
 
-    def send(self) -> Iterator[str | gateway.Usage]:
+    def send(self) -> Iterator[str | ToolDelta | gateway.Usage]:
         plan, route = self.plan, self.route
         self.pieces = gateway.stream_chat(
             model=route.litellm_model,
@@ -67,9 +69,14 @@ class Call:
                 continue
             if self.ttft is None:
                 self.ttft = time.perf_counter() - self.t0
+            if isinstance(piece, ToolDelta):  # a tool call forming: the display hears it
+                draft = self.tools.add(piece)
+                tool_round = self.plan.tool_round
+                self.plan.on_tool(ToolEvent(tool_round, piece.index, draft.name, draft.arguments))
+                continue
             self.parts.append(piece)
             yield piece
-        if not self.parts:
+        if not self.parts and not self.tools:
             raise errors.EmptyResponse(
                 f"{self.route.model} sent an empty answer (HTTP 200, no text and no tool "
                 "call): try again, rephrase the prompt, or use another model",
@@ -129,6 +136,7 @@ class Call:
             error_message=scrub(str(err)) if err is not None else None,
             finish_reason=self._finish_reason(status),
             setup_s=self.setup_s,
+            tool_calls=self.tools.parsed(),
             **detail,  # NULL when the provider's usage did not report them
         )
         kept = plan.book.keep(rec.row())  # a row the ledger cannot take now waits in its journal
@@ -249,6 +257,7 @@ class Run:
             if decision.retry:
                 _wait_to_retry(call, err, decision, pool)
                 call.parts.clear()
+                call.tools.clear()
                 continue
             self.failed.append((route.model, err))
             if decision.fallback and not last:

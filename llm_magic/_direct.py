@@ -5,7 +5,7 @@ own tokenizer), and ``import litellm`` costs seconds of CPU (about 14 s on a 2-c
 a first ``%%llm`` cell on ``local`` should not wait for it. This reader speaks the same wire
 format litellm would send and read (``POST {base}/chat/completions`` with ``stream: true``;
 ``data: {...}`` lines until ``data: [DONE]``), and yields what :func:`gateway.stream_chat`
-yields: text chunks, then one ``Usage`` with the finish reason. Failures become
+yields: text chunks (and tool-call pieces), then one ``Usage`` with the finish reason. Failures become
 :mod:`llm_magic.errors` types, raised outside any handler (no exception chain).
 """
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import errors
+from ._toolcalls import ToolDelta
 
 __all__ = ["stream_openai"]
 
@@ -104,16 +105,28 @@ class _Tally:
     answered_by: str | None = None
     finish: str | None = None
 
-    def take(self, chunk: dict[str, Any]) -> list[str]:
-        """Note what ``chunk`` says; return its text pieces."""
+    def take(self, chunk: dict[str, Any]) -> list[str | ToolDelta]:
+        """Note what ``chunk`` says; return its text pieces and tool-call pieces."""
         self.answered_by = chunk.get("model") or self.answered_by
         if chunk.get("usage"):
             self.usage = chunk["usage"]
-        pieces = []
+        pieces: list[str | ToolDelta] = []
         for choice in chunk.get("choices") or ():
             self.finish = choice.get("finish_reason") or self.finish
-            piece = (choice.get("delta") or {}).get("content")
+            delta = choice.get("delta") or {}
+            piece = delta.get("content")
             if piece:
                 self.got_text = True
                 pieces.append(str(piece))
+            for position, call in enumerate(delta.get("tool_calls") or ()):
+                self.got_text = True
+                function = call.get("function") or {}
+                pieces.append(
+                    ToolDelta(
+                        index=int(call.get("index", position)),
+                        id=call.get("id") or None,
+                        name=function.get("name") or None,
+                        arguments=function.get("arguments") or "",
+                    )
+                )
         return pieces

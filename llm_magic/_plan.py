@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import budget, errors, gateway, local, pricing
+from ._toolcalls import Tool, ToolEvent, tools_of
 from .config import Settings, settings
 from .errors import UsageProblem
 from .models import Route, all_aliases, resolve
@@ -84,10 +85,13 @@ class Plan:
     verdict: budget.Verdict
     chain: list[str]  # the models to try, in order (a budget downgrade rewrites its tail)
     notes: list[str] = field(default_factory=list)  # said with the answer, shared by its calls
+    tools: list[Tool] = field(default_factory=list)  # offered to the model (``tools=``)
+    on_tool: Callable[[ToolEvent], None] = field(default=lambda _event: None)  # a display's
+    tool_round: int = 1  # which request of a ``run_tools`` loop is being sent
 
     @property
     def prompt_text(self) -> str:
-        return "\n\n".join(str(m.get("content", "")) for m in self.new)
+        return "\n\n".join(str(m.get("content") or "") for m in self.new)
 
 
 @dataclass
@@ -124,6 +128,7 @@ def make(
     cfg = cfg or settings()
     book = book if book is not None else ledger(cfg.ledger)  # not bool(): a COUNT(*)
     req.model = (req.model or cfg.default_model).strip()
+    tools = _tools(req)
     history, new = messages(req)
     notes: list[str] = []
     verdict = budget.check_daily(cfg, book, req.model)
@@ -139,13 +144,14 @@ def make(
         say=say or _noop,
         prepared_at=prepared_at,
         trace_id=uuid.uuid4().hex,
-        max_tokens=req.max_tokens or DEFAULT_MAX_TOKENS.get(req.task, 2048),
+        max_tokens=req.max_tokens or DEFAULT_MAX_TOKENS.get("tools" if tools else req.task, 2048),
         store_text=cfg.store_text if req.store_text is None else req.store_text,
         history=history,
         new=new,
         verdict=verdict,
         chain=[first] + [m for m in cfg.fallback_models if m not in (first, req.model)],
         notes=notes,
+        tools=tools,
     )
 
 
@@ -163,11 +169,43 @@ def prepare(plan: Plan, index: int, name: str) -> Leg | None:
             raise  # the user's own model: a usage error, nothing sent
         plan.notes.append(f"Skipped fallback {name}: no key or unknown model")
         return None
+    try:
+        extra = tool_extra(plan, route)
+    except UsageProblem:
+        if index == 0:
+            raise  # the user's own model does not do tools: a usage error, nothing sent
+        plan.notes.append(f"Skipped fallback {name}: it does not do tool calling")
+        return None
     own = index == 0 and name == plan.req.model
     call_max = bounded_max_tokens(route, plan.req, plan.max_tokens, own, plan.notes)
     sent, estimate = fit_context(route, plan.history, plan.new, plan.notes)
     price = pricing.price_for(route.model, route.provider, plan.book, also=(name,))
-    return Leg(index, name, route, call_max, sent, estimate, price)
+    return Leg(index, name, route, call_max, sent, estimate, price, extra=extra)
+
+
+def _tools(req: Request) -> list[Tool]:
+    """The request's tools, checked (:class:`UsageProblem` naming the fix, nothing sent)."""
+    tools = tools_of(req.tools, runnable=req.run_tools)
+    if req.run_tools and not tools:
+        raise UsageProblem("run_tools=True runs tools: pass them too, e.g. tools=[get_weather]")
+    rounds = req.max_tool_rounds
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise UsageProblem(f"max_tool_rounds must be a positive integer, not {rounds!r}")
+    return tools
+
+
+def tool_extra(plan: Plan, route: Route) -> dict[str, Any]:
+    """``tools`` for the request to ``route`` (litellm translates them for Anthropic);
+    :class:`UsageProblem` when its model does not do tool calling (the embedded SmolLM2:
+    llama.cpp's server ignores ``tools`` unless ``tool_choice`` forces one function)."""
+    if not plan.tools:
+        return {}
+    if route.provider == "local":
+        raise UsageProblem(
+            "the local model (SmolLM2-135M) does not do tool calling: use a provider model, "
+            "e.g. -m gpt-4o-mini"
+        )
+    return {"tools": [t.schema for t in plan.tools]}
 
 
 def guard(plan: Plan, leg: Leg, call_id: str) -> bool:

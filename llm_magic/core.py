@@ -18,6 +18,8 @@ from typing import Any
 from . import _plan, errors
 from ._attempt import Run
 from ._plan import Request, _chats, _chats_lock, get_ready
+from ._toolcalls import ToolEvent
+from ._tools import ToolRun
 from .config import Settings, settings
 from .models import Route, resolve
 from .result import Result
@@ -73,11 +75,14 @@ class Stream:
     ) -> None:
         self.request = req
         self._args = (cfg, book, status, waited_s)
-        self._run: Run | None = None
+        self._run: Run | ToolRun | None = None
         self._chunks_in: Generator[str, None, None] | None = None
         self._over = False
         self.chunks: list[str] = []
         self.result: Result | None = None
+        # Hears each tool call as it forms (and, with ``run_tools``, its output): a cell's
+        # display shows them growing. Set it before iterating.
+        self.on_tool: Callable[[ToolEvent], None] | None = None
 
     @property
     def text(self) -> str:
@@ -117,7 +122,9 @@ class Stream:
         if self._chunks_in is None:
             cfg, book, status, waited_s = self._args
             plan = _plan.make(self.request, cfg, book, status, waited_s)
-            self._run = Run(plan)
+            if self.on_tool is not None:
+                plan.on_tool = self.on_tool
+            self._run = ToolRun(plan) if plan.req.run_tools else Run(plan)
             self._chunks_in = self._run.chunks()
         return self._chunks_in
 

@@ -19,12 +19,14 @@ from collections.abc import Generator
 from typing import Any
 
 from . import errors
+from ._toolcalls import ToolDelta
 from ._translate import translate_error
 from ._usage import Usage, usage_detail
 from .secrets import Secret
 
 __all__ = [
     "Usage",
+    "ToolDelta",
     "usage_detail",
     "stream_chat",
     "count_tokens",
@@ -217,8 +219,9 @@ def stream_chat(
     first_byte_timeout: float | None = None,
     direct: bool = False,
     extra: dict[str, Any] | None = None,
-) -> Generator[str | Usage, None, None]:
-    """Stream one chat completion: yields text chunks, then one :class:`Usage` (with the
+) -> Generator[str | ToolDelta | Usage, None, None]:
+    """Stream one chat completion: yields text chunks (and :class:`ToolDelta` pieces of tool
+    calls), then one :class:`Usage` (with the
     finish reason, which OpenAI-style streams carry on the last choice chunk and litellm maps
     Anthropic's ``stop_reason`` onto: ``max_tokens`` → ``length``).
 
@@ -255,7 +258,7 @@ def stream_chat(
     try:
         response = litellm.completion(**kwargs, **_credentials(api_key, api_base))
         for piece in _read(response):
-            got_text = got_text or isinstance(piece, str)
+            got_text = got_text or isinstance(piece, (str, ToolDelta))
             yield piece
     except (errors.LLMError, KeyboardInterrupt):
         raise
@@ -297,8 +300,9 @@ def _litellm_kwargs(
     return kwargs
 
 
-def _read(response: Any) -> Generator[str | Usage, None, None]:
-    """litellm's stream → text chunks, then one :class:`Usage` (with the finish reason)."""
+def _read(response: Any) -> Generator[str | ToolDelta | Usage, None, None]:
+    """litellm's stream → text chunks and :class:`ToolDelta` pieces (``delta.tool_calls``),
+    then one :class:`Usage` (with the finish reason)."""
     final_usage = None
     answered_by = None
     finish: str | None = None
@@ -313,6 +317,7 @@ def _read(response: Any) -> Generator[str | Usage, None, None]:
             text = getattr(delta, "content", None) if delta is not None else None
             if text:
                 yield text
+            yield from _tool_deltas(getattr(delta, "tool_calls", None) if delta else None)
     reported = any(getattr(c, "usage", None) is not None for c in getattr(response, "chunks", ()))
     yield Usage.read(
         final_usage,
@@ -320,6 +325,19 @@ def _read(response: Any) -> Generator[str | Usage, None, None]:
         model=str(answered_by) if answered_by else None,
         finish=str(finish) if finish else None,
     )
+
+
+def _tool_deltas(calls: Any) -> Generator[ToolDelta, None, None]:
+    """The pieces of ``delta.tool_calls`` (litellm's objects): index, id, name, arguments."""
+    for position, call in enumerate(calls or ()):
+        function = getattr(call, "function", None)
+        index = getattr(call, "index", None)
+        yield ToolDelta(
+            index=int(index) if index is not None else position,
+            id=getattr(call, "id", None) or None,
+            name=getattr(function, "name", None) or None,
+            arguments=getattr(function, "arguments", None) or "",
+        )
 
 
 def _close(response: Any) -> None:

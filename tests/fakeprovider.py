@@ -40,6 +40,11 @@ behaviour from a FIFO queue; an empty queue gives ``fp.default`` (a normal answe
   ``reasoning_tokens`` (OpenAI ``completion_tokens_details.reasoning_tokens``); 0 when not
   given, as the real APIs send it. ``input_tokens`` is the wire's own input count: OpenAI's
   ``prompt_tokens`` includes the cached tokens, Anthropic's ``input_tokens`` leaves them out.
+* ``ok("", tool_calls=[tool_call("get_weather", ['{"city": ', '"Paris"}'])])`` -- an answer
+  that calls tools (after its text, if any): OpenAI ``delta.tool_calls`` pieces (the first with
+  the call's index, id and name, then the arguments piece by piece) and ``finish_reason:
+  tool_calls``; Anthropic a ``tool_use`` content block per call (``content_block_start``, then
+  ``input_json_delta`` pieces) and ``stop_reason: tool_use``. ``tool_call(name, pieces, id=None)``.
 * ``status(code, body=None, retry_after=None, headers=None)`` -- an HTTP error. Without
   ``body``, the provider's real error JSON for ``code`` is sent (400 = context length
   exceeded; 429/500/503/529/401/403/404/413 also known). ``body`` may be a dict (JSON),
@@ -108,6 +113,7 @@ __all__ = [
     "RecordedRequest",
     "Status",
     "StreamError",
+    "ToolCall",
     "behaviour_from_dict",
     "cut_after",
     "error_body",
@@ -119,6 +125,7 @@ __all__ = [
     "refused_url",
     "status",
     "stream_error",
+    "tool_call",
 ]
 
 DEFAULT_TEXT = "Hello from the fake provider."
@@ -140,6 +147,25 @@ Endpoint = Literal["completion", "models"]
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A tool call an answer makes: its arguments (JSON text) streamed in ``pieces``."""
+
+    name: str
+    pieces: tuple[str, ...]
+    id: str
+
+    @property
+    def arguments(self) -> str:
+        return "".join(self.pieces)
+
+
+def tool_call(name: str, pieces: Iterable[str] | str, id: str | None = None) -> ToolCall:
+    """A scripted tool call; ``pieces`` (or one string) make its JSON arguments."""
+    parts = (pieces,) if isinstance(pieces, str) else tuple(pieces)
+    return ToolCall(name, parts, id or f"call_{uuid.uuid4().hex[:24]}")
+
+
+@dataclass(frozen=True)
 class Ok:
     """A normal answer."""
 
@@ -153,16 +179,21 @@ class Ok:
     cache_write_tokens: int = 0
     cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def pieces(self) -> list[str]:
         """The streamed text pieces (word by word unless ``chunks`` was given)."""
         if self.chunks is not None:
             return list(self.chunks)
+        if self.tool_calls and not self.text:
+            return []
         return re.findall(r"\s*\S+", self.text) or [self.text]
 
     def completion_tokens(self) -> int:
         """Output token count reported in usage."""
-        return self.output_tokens if self.output_tokens is not None else len(self.pieces())
+        if self.output_tokens is not None:
+            return self.output_tokens
+        return len(self.pieces()) + sum(len(c.pieces) + 1 for c in self.tool_calls)
 
 
 @dataclass(frozen=True)
@@ -225,10 +256,15 @@ def ok(
     cache_write_tokens: int = 0,
     cache_write_1h_tokens: int = 0,
     reasoning_tokens: int = 0,
+    tool_calls: Iterable[ToolCall] = (),
 ) -> Ok:
     """A normal answer streamed in several chunks (slow tokens via ``chunk_delay``), with the
-    usage detail given (cache reads and writes, reasoning) in the wire's fields."""
+    usage detail given (cache reads and writes, reasoning) in the wire's fields, and the tool
+    calls given (``finish_reason`` then defaults to ``tool_calls``)."""
     parts = None if chunks is None else tuple(chunks)
+    calls = tuple(tool_calls)
+    if calls and finish_reason == "stop":
+        finish_reason = "tool_calls"
     return Ok(
         text=text if parts is None else "".join(parts),
         input_tokens=input_tokens,
@@ -240,6 +276,7 @@ def ok(
         cache_write_tokens=cache_write_tokens,
         cache_write_1h_tokens=cache_write_1h_tokens,
         reasoning_tokens=reasoning_tokens,
+        tool_calls=calls,
     )
 
 
@@ -475,6 +512,10 @@ def _anthropic_usage(b: Ok, output_tokens: int) -> dict[str, Any]:
     }
 
 
+def _oai_call(c: ToolCall) -> dict[str, Any]:
+    return {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+
+
 def _now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -514,9 +555,14 @@ class _Wire:
                         "index": 0,
                         "message": {
                             "role": "assistant",
-                            "content": text,
+                            "content": text or (None if a.tool_calls else ""),
                             "refusal": None,
                             "annotations": [],
+                            **(
+                                {"tool_calls": [_oai_call(c) for c in a.tool_calls]}
+                                if a.tool_calls
+                                else {}
+                            ),
                         },
                         "logprobs": None,
                         "finish_reason": a.finish_reason,
@@ -532,7 +578,16 @@ class _Wire:
                 "type": "message",
                 "role": "assistant",
                 "model": self.model,
-                "content": [{"type": "text", "text": text}],
+                "content": ([{"type": "text", "text": text}] if text or not a.tool_calls else [])
+                + [
+                    {
+                        "type": "tool_use",
+                        "id": c.id,
+                        "name": c.name,
+                        "input": json.loads(c.arguments),
+                    }
+                    for c in a.tool_calls
+                ],
                 "stop_reason": self._anthropic_stop(),
                 "stop_sequence": None,
                 "usage": _anthropic_usage(a, a.completion_tokens()),
@@ -544,8 +599,10 @@ class _Wire:
         """(head frames, one frame per content piece, tail frames)."""
         pieces = self.answer.pieces()
         if self.protocol == "openai":
-            head = [self._oai_chunk({"role": "assistant", "content": "", "refusal": None}, None)]
+            first = "" if pieces or not self.answer.tool_calls else None
+            head = [self._oai_chunk({"role": "assistant", "content": first, "refusal": None}, None)]
             body = [self._oai_chunk({"content": p}, None) for p in pieces]
+            body += self._oai_tool_frames()
             tail = [self._oai_chunk({}, self.answer.finish_reason)]
             if self.include_usage:
                 tail.append(self._sse(None, self._oai_base([], _openai_usage(self.answer))))
@@ -567,15 +624,22 @@ class _Wire:
                     "usage": usage,
                 },
             }
+            texted = bool(pieces) or not a.tool_calls  # a text block (index 0) comes first
             head = [
                 self._sse("message_start", start),
-                self._sse(
-                    "content_block_start",
-                    {
-                        "type": "content_block_start",
-                        "index": 0,
-                        "content_block": {"type": "text", "text": ""},
-                    },
+                *(
+                    [
+                        self._sse(
+                            "content_block_start",
+                            {
+                                "type": "content_block_start",
+                                "index": 0,
+                                "content_block": {"type": "text", "text": ""},
+                            },
+                        )
+                    ]
+                    if texted
+                    else []
                 ),
                 self._sse("ping", {"type": "ping"}),
             ]
@@ -590,8 +654,14 @@ class _Wire:
                 )
                 for p in pieces
             ]
+            stop_text = [
+                self._sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+            ]
+            if a.tool_calls:
+                body += (stop_text if texted else []) + self._anthropic_tool_frames(int(texted))
+                stop_text = []
             tail = [
-                self._sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                *stop_text,
                 self._sse(
                     "message_delta",
                     {
@@ -625,9 +695,45 @@ class _Wire:
 
     # -- helpers
     def _anthropic_stop(self) -> str:
-        return {"stop": "end_turn", "length": "max_tokens"}.get(
+        return {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}.get(
             self.answer.finish_reason, self.answer.finish_reason
         )
+
+    def _oai_tool_frames(self) -> list[bytes]:
+        """OpenAI's ``delta.tool_calls`` pieces: index, id and name first, then the arguments."""
+        frames = []
+        for i, c in enumerate(self.answer.tool_calls):
+            opening = {"index": i, "id": c.id, "type": "function"}
+            opening["function"] = {"name": c.name, "arguments": ""}
+            frames.append(self._oai_chunk({"tool_calls": [opening]}, None))
+            for piece in c.pieces:
+                more = {"index": i, "function": {"arguments": piece}}
+                frames.append(self._oai_chunk({"tool_calls": [more]}, None))
+        return frames
+
+    def _anthropic_tool_frames(self, first: int) -> list[bytes]:
+        """Anthropic's ``tool_use`` blocks: start, ``input_json_delta`` pieces, stop."""
+        frames = []
+        for k, c in enumerate(self.answer.tool_calls, start=first):
+            block = {"type": "tool_use", "id": c.id, "name": c.name, "input": {}}
+            frames.append(
+                self._sse(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": k, "content_block": block},
+                )
+            )
+            for piece in c.pieces:
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                frames.append(
+                    self._sse(
+                        "content_block_delta",
+                        {"type": "content_block_delta", "index": k, "delta": delta},
+                    )
+                )
+            frames.append(
+                self._sse("content_block_stop", {"type": "content_block_stop", "index": k})
+            )
+        return frames
 
     def _oai_base(self, choices: list[Any], usage: Any) -> dict[str, Any]:
         d: dict[str, Any] = {
