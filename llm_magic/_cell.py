@@ -24,7 +24,10 @@ def show_stream(view: StreamView, stream: Stream, *, buffered: bool = False) -> 
     error line); returns the call's Result (None when nothing was recorded).
 
     A Ctrl-C while the screen is drawing stops the stream (recorded as interrupted);
-    ``buffered`` (``--no-stream``) shows the answer only when it is complete."""
+    ``buffered`` (``--no-stream``) shows the answer only when it is complete. Tool calls show
+    as they form (``⚙ get_weather({"city": "Par…``), then with their output when run."""
+    if not buffered:
+        stream.on_tool = view.tool
     try:
         for chunk in stream:
             if buffered:

@@ -160,6 +160,8 @@ def prepare(plan: Plan, index: int, name: str) -> Leg | None:
     unknown model). The user's own model raises :class:`UsageProblem` instead."""
     if index:
         plan.prepared_at = time.perf_counter()  # a fallback's own set-up
+    if not does_tools(plan, index, name):
+        return None
     get_ready(name, plan.book, plan.say)
     try:
         route = resolve(name, plan.cfg, plan.book)
@@ -169,18 +171,11 @@ def prepare(plan: Plan, index: int, name: str) -> Leg | None:
             raise  # the user's own model: a usage error, nothing sent
         plan.notes.append(f"Skipped fallback {name}: no key or unknown model")
         return None
-    try:
-        extra = tool_extra(plan, route)
-    except UsageProblem:
-        if index == 0:
-            raise  # the user's own model does not do tools: a usage error, nothing sent
-        plan.notes.append(f"Skipped fallback {name}: it does not do tool calling")
-        return None
     own = index == 0 and name == plan.req.model
     call_max = bounded_max_tokens(route, plan.req, plan.max_tokens, own, plan.notes)
     sent, estimate = fit_context(route, plan.history, plan.new, plan.notes)
     price = pricing.price_for(route.model, route.provider, plan.book, also=(name,))
-    return Leg(index, name, route, call_max, sent, estimate, price, extra=extra)
+    return Leg(index, name, route, call_max, sent, estimate, price, extra=tool_extra(plan))
 
 
 def _tools(req: Request) -> list[Tool]:
@@ -194,18 +189,24 @@ def _tools(req: Request) -> list[Tool]:
     return tools
 
 
-def tool_extra(plan: Plan, route: Route) -> dict[str, Any]:
-    """``tools`` for the request to ``route`` (litellm translates them for Anthropic);
-    :class:`UsageProblem` when its model does not do tool calling (the embedded SmolLM2:
-    llama.cpp's server ignores ``tools`` unless ``tool_choice`` forces one function)."""
-    if not plan.tools:
-        return {}
-    if route.provider == "local":
+def does_tools(plan: Plan, index: int, name: str) -> bool:
+    """Whether ``name`` can take the request's tools, checked before its set-up: the embedded
+    SmolLM2 cannot (llama.cpp's server ignores ``tools`` unless ``tool_choice`` forces one
+    function): :class:`UsageProblem` for the user's own model, a skipped fallback otherwise."""
+    if not plan.tools or all_aliases(plan.book).get(name, name) != local.LOCAL_ALIAS:
+        return True
+    if index == 0:
         raise UsageProblem(
             "the local model (SmolLM2-135M) does not do tool calling: use a provider model, "
             "e.g. -m gpt-4o-mini"
         )
-    return {"tools": [t.schema for t in plan.tools]}
+    plan.notes.append(f"Skipped fallback {name}: the local model does not do tool calling")
+    return False
+
+
+def tool_extra(plan: Plan) -> dict[str, Any]:
+    """``tools`` as the request sends them (OpenAI's shape: litellm translates for Anthropic)."""
+    return {"tools": [t.schema for t in plan.tools]} if plan.tools else {}
 
 
 def guard(plan: Plan, leg: Leg, call_id: str) -> bool:

@@ -190,12 +190,11 @@ def _function_tool(fn: Callable[..., Any]) -> Tool:
             )
     from pydantic import TypeAdapter
 
+    problem: str | None = None
     try:
-        params = TypeAdapter(fn).json_schema()
+        params = TypeAdapter(fn).json_schema()  # type: ignore[arg-type]  # a callable: its args
     except Exception as exc:  # a type pydantic cannot describe
         problem = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-    else:
-        problem = None
     if problem is not None:
         raise UsageProblem(
             f"Tool {name!r}: no JSON schema for its parameters ({problem}): annotate them with "

@@ -21,6 +21,7 @@ import time
 from html import escape as html_escape
 from typing import Any
 
+from ._toolcalls import ToolEvent
 from .result import Result
 from .vocab import DISPLAY_MODES
 
@@ -65,9 +66,11 @@ def render_final(result: Result, fmt: str) -> dict[str, Any]:
     """The MIME bundle of the finished answer in format ``fmt`` (markdown|text|code|json)."""
     text = result.text
     footer = result.footer()
-    notes = "".join(f"\n\n> {n}" for n in result.notes)
+    calls = result.tool_lines()
+    notes = "".join(f"\n\n<code>{html_escape(c, quote=False)}</code>" for c in calls)
+    notes += "".join(f"\n\n> {n}" for n in result.notes)
     if fmt == "text":
-        plain = "\n".join([text, *(f"[{n}]" for n in result.notes), f"[{footer}]"])
+        plain = "\n".join([text, *calls, *(f"[{n}]" for n in result.notes), f"[{footer}]"])
         return {"text/plain": plain}
     if fmt == "code":
         match = _FENCE.search(text)
@@ -85,7 +88,8 @@ def render_final(result: Result, fmt: str) -> dict[str, Any]:
         pretty = json.dumps(data, indent=2, ensure_ascii=False)
         md = f"```json\n{pretty}\n```{notes}\n\n<small>{footer}</small>"
         return {"text/markdown": md, "text/plain": pretty}
-    return {"text/markdown": f"{text}{notes}\n\n<small>{footer}</small>", "text/plain": text}
+    plain = "\n".join([text, *calls]) if calls else text
+    return {"text/markdown": f"{text}{notes}\n\n<small>{footer}</small>", "text/plain": plain}
 
 
 class StreamView:
@@ -101,6 +105,10 @@ class StreamView:
         self.updates = 0  # how many times the screen was redrawn (for tests and benchmarks)
         self._out: Any = None  # widget mode: the Output the answer streams into
         self._handle: Any = None  # the display that ends as the finished answer
+        self.tools: dict[tuple[int, int], ToolEvent] = {}  # tool calls shown, by (round, index)
+        self._blocks: list[str | tuple[int, int]] = []  # text pieces and tool calls, in order
+        self._open_call = False  # text mode: a tool call is being written out
+        self._last_char = ""  # text mode: the last character written
 
     def __repr__(self) -> str:
         return f"StreamView({self.mode}, {len(self.text)} chars, {self.updates} updates)"
@@ -121,7 +129,7 @@ class StreamView:
 
     def status(self, message: str) -> None:
         """Say what the call is waiting for (only before its first token; not in text mode)."""
-        if self.text:
+        if self.text or self.tools:
             return
         if self.mode == "widget" and self._out is not None:
             self._out.outputs = (
@@ -132,21 +140,76 @@ class StreamView:
 
     def add(self, chunk: str) -> None:
         self.text += chunk
+        self._blocks.append(chunk)
         now = time.monotonic()
         if now - self._last >= self.interval:
             self._flush(now)
+
+    def tool(self, event: ToolEvent) -> None:
+        """A tool call forming (``⚙ get_weather({"city": "Par…`` growing), or its output once
+        run: shown in the stream where it came, among the text."""
+        key = (event.round, event.index)
+        if key not in self.tools:
+            self._blocks.append(key)
+        before = self.tools.get(key)
+        self.tools[key] = event
+        if self.mode == "text":  # a terminal only appends
+            self._write(self.text[self._shown :])
+            self._shown = len(self.text)
+            if event.output is not None:
+                self._write(f"{self._close_call()}  → {event.name}: {event.output}\n")
+            elif before is None:
+                sep = self._close_call() or ("\n" if self._last_char not in ("", "\n") else "")
+                self._write(f"{sep}⚙ {event.name}({event.arguments}")
+                self._open_call = True
+            else:
+                self._write(event.arguments[len(before.arguments) :])
+            return
+        now = time.monotonic()
+        if now - self._last >= self.interval or event.output is not None:
+            self._flush(now)
+
+    def screen(self) -> str:
+        """What the stream shows: its text, with the tool calls where they came."""
+        if not self.tools:
+            return self.text
+        out = []
+        for i, block in enumerate(self._blocks):
+            if isinstance(block, str):
+                out.append(block)
+                continue
+            e = self.tools[block]
+            closed = e.output is not None or i < len(self._blocks) - 1
+            line = f"⚙ {e.name}({e.arguments}{')' if closed else ''}"
+            line += f" → {e.output}" if e.output is not None else ""
+            sep = "\n" if out and not out[-1].endswith("\n") else ""
+            out.append(f"{sep}{line}\n")
+        return "".join(out)
 
     def _flush(self, now: float | None = None) -> None:
         self._last = time.monotonic() if now is None else now
         self.updates += 1
         if self.mode == "widget":
-            self._out.outputs = ({"output_type": "stream", "name": "stdout", "text": self.text},)
+            shown = self.screen()
+            self._out.outputs = ({"output_type": "stream", "name": "stdout", "text": shown},)
         elif self.mode == "handle":
-            self._handle.update({"text/plain": self.text}, raw=True)
+            self._handle.update({"text/plain": self.screen()}, raw=True)
         else:
-            sys.stdout.write(self.text[self._shown :])
-            sys.stdout.flush()
+            pending = self.text[self._shown :]
+            self._write(self._close_call() + pending if pending else "")
             self._shown = len(self.text)
+
+    def _write(self, s: str) -> None:
+        """Text mode: append to the terminal."""
+        if s:
+            sys.stdout.write(s)
+            self._last_char = s[-1]
+        sys.stdout.flush()
+
+    def _close_call(self) -> str:
+        """Text mode: the ``)`` that ends a tool call shown forming, when one is open."""
+        was, self._open_call = self._open_call, False
+        return ")\n" if was else ""
 
     def _end(self, bundle: dict[str, Any]) -> None:
         """The stream's display becomes ordinary output (the widget, if any, is replaced)."""
@@ -161,6 +224,7 @@ class StreamView:
         if self.mode == "text":
             if len(self.text) != self._shown:
                 self._flush()
+            self._write(self._close_call().rstrip("\n"))
             tail = [*(f"[{n}]" for n in result.notes), f"[{result.footer()}]"]
             sys.stdout.write("\n" + "\n".join(tail) + "\n")
             sys.stdout.flush()

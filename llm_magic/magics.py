@@ -129,6 +129,14 @@ class LLMMagics(Magics):
     @argument("-f", "--format", choices=FORMATS, default="markdown", help="how to render")
     @argument("--chat", help="keep a multi-turn conversation under this name")
     @argument("--no-stream", action="store_true", help="show the answer only when complete")
+    @argument(
+        "--tools",
+        metavar="VAR",
+        help="offer the tools in notebook variable VAR (a list of functions) and run them",
+    )
+    @argument(
+        "--max-tool-rounds", type=int, help="with --tools: at most this many requests (default 5)"
+    )
     @argument("words", nargs="*", help="subcommand for the line magic (see below)")
     @kwds(epilog=_commands.summary())
     @line_cell_magic
@@ -235,7 +243,23 @@ class LLMMagics(Magics):
             chat=args.chat,
             execution_count=getattr(self.shell, "execution_count", None),
             task="generate" if args.task == "generate" else "standard",
+            **self._tools(args),
         )
+
+    def _tools(self, args: argparse.Namespace) -> dict[str, Any]:
+        """``--tools VAR``: the tools in the notebook's ``VAR``, to be run (Request fields)."""
+        if args.tools is None:
+            if args.max_tool_rounds is not None:
+                raise UsageError("--max-tool-rounds goes with --tools VAR (the tools to run)")
+            return {}
+        ns = self.shell.user_ns if self.shell is not None else {}
+        if args.tools not in ns:
+            raise UsageError(
+                f"--tools {args.tools}: no such variable in the notebook: define it first, "
+                f"e.g. {args.tools} = [get_weather] (a list of functions)"
+            )
+        rounds = args.max_tool_rounds if args.max_tool_rounds is not None else 5
+        return {"tools": ns[args.tools], "run_tools": True, "max_tool_rounds": rounds}
 
     def _run_compare(self, args: argparse.Namespace, prompt: str, models: list[str]) -> Any:
         """``-m a,b,c``: every model at once, side by side, then a table."""

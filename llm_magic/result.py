@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ._toolcalls import show_call
 from .record import CallRecord
 from .vocab import cost
 
@@ -68,6 +69,10 @@ class Result:
         """The answer stopped because it reached ``max_tokens``."""
         return self.finish_reason == "length"
 
+    def tool_lines(self) -> list[str]:
+        """The answer's tool calls, one line each: ``⚙ get_weather({"city": "Paris"})``."""
+        return [show_call(c) for c in self.tool_calls or ()]
+
     def footer(self) -> str:
         """One line of accounting: model, tokens, cost, latency, TTFT (and the set-up waited
         for, when noticeable; and a cut at max_tokens, with the option that raises it)."""
@@ -102,9 +107,13 @@ class Result:
 
     def _repr_markdown_(self) -> str:
         notes = "".join(f"\n\n> {n}" for n in self.notes)
-        return f"{self.text}{notes}\n\n<small>{html.escape(self.footer())}</small>"
+        calls = "".join(
+            f"\n\n<code>{html.escape(c, quote=False)}</code>" for c in self.tool_lines()
+        )
+        return f"{self.text}{calls}{notes}\n\n<small>{html.escape(self.footer())}</small>"
 
     def _repr_html_(self) -> str:
         body = html.escape(self.text).replace("\n", "<br>")
+        body += "".join(f"<p><code>{html.escape(c)}</code></p>" for c in self.tool_lines())
         notes = "".join(f"<p><em>{html.escape(n)}</em></p>" for n in self.notes)
         return f"<div>{body}</div>{notes}<small>{html.escape(self.footer())}</small>"
