@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Generator, Iterator
 
-from . import _plan, budget, errors, gateway, keys, pricing, retry
+from . import _plan, _structured, budget, errors, gateway, keys, pricing, retry
 from .config import Settings
 from .keys import KeyPool
 from .models import Route
@@ -265,7 +265,12 @@ class Run:
                 f"{f' {why.status}' if why.status else ''})"
                 + (f": answered by the next fallback, {call.route.model}" if answered else "")
             )
+        finish = call.usage.finish_reason if call.usage is not None else None
+        data, bad = _structured.validated(plan.schema, call.text, finish, call.leg.max_tokens)
+        if bad is not None:  # paid for, and kept: an error row, the raw answer in .result.text
+            raise _attach(bad, call.finish("error", bad))
         result = call.finish("ok", None)
+        result.data = data
         crossed = budget.crossed(plan.cfg, plan.book, plan.verdict.spent, result.cost_usd)
         if crossed:
             result.notes.append(crossed)

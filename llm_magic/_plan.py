@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import budget, errors, gateway, local, pricing
+from . import _structured, budget, errors, gateway, local, pricing
 from .config import Settings, settings
 from .errors import UsageProblem
 from .models import Route, all_aliases, resolve
@@ -84,6 +84,7 @@ class Plan:
     verdict: budget.Verdict
     chain: list[str]  # the models to try, in order (a budget downgrade rewrites its tail)
     notes: list[str] = field(default_factory=list)  # said with the answer, shared by its calls
+    schema: _structured.Schema | None = None  # ``req.schema`` checked (structured output)
 
     @property
     def prompt_text(self) -> str:
@@ -121,6 +122,7 @@ def make(
     """Plan ``req``; ``waited_s`` is set-up the caller already did on its behalf."""
     prepared_at = time.perf_counter() - waited_s
     req.validate()
+    schema = _structured.parse(req.schema)  # a bad schema: a usage error, nothing sent
     cfg = cfg or settings()
     book = book if book is not None else ledger(cfg.ledger)  # not bool(): a COUNT(*)
     req.model = (req.model or cfg.default_model).strip()
@@ -146,6 +148,7 @@ def make(
         verdict=verdict,
         chain=[first] + [m for m in cfg.fallback_models if m not in (first, req.model)],
         notes=notes,
+        schema=schema,
     )
 
 
@@ -167,7 +170,23 @@ def prepare(plan: Plan, index: int, name: str) -> Leg | None:
     call_max = bounded_max_tokens(route, plan.req, plan.max_tokens, own, plan.notes)
     sent, estimate = fit_context(route, plan.history, plan.new, plan.notes)
     price = pricing.price_for(route.model, route.provider, plan.book, also=(name,))
-    return Leg(index, name, route, call_max, sent, estimate, price)
+    leg = Leg(index, name, route, call_max, sent, estimate, price)
+    _schema_extra(plan, leg)
+    return leg
+
+
+def _schema_extra(plan: Plan, leg: Leg) -> None:
+    """``schema=``: the leg's ``response_format`` (and, for a model without schema support,
+    JSON mode with the schema in its system prompt, noted)."""
+    if plan.schema is None:
+        return
+    route = leg.route
+    params, leg.messages, note = _structured.extra(
+        plan.schema, route.provider, route.litellm_model, leg.messages
+    )
+    leg.extra.update(params)
+    if note and note not in plan.notes:
+        plan.notes.append(note)
 
 
 def guard(plan: Plan, leg: Leg, call_id: str) -> bool:
