@@ -68,8 +68,9 @@ def parse(schema: Any) -> Schema | None:
 def _shorthand(fields: dict[str, Any]) -> Any:
     from pydantic import create_model
 
+    typed: dict[str, Any] = {str(k): (v, ...) for k, v in fields.items()}
     try:
-        return create_model("Answer", **{str(k): (v, ...) for k, v in fields.items()})
+        return create_model("Answer", **typed)
     except Exception as exc:
         raise UsageProblem(
             f"schema= shorthand {fields!r} is not a set of typed fields ({exc}): use a "
@@ -105,9 +106,7 @@ def _made(
     for node in _objects(sent):
         node.setdefault("additionalProperties", False)
         props = node.get("properties") or {}
-        if node["additionalProperties"] is not False or set(node.get("required", ())) != set(
-            props
-        ):
+        if node["additionalProperties"] is not False or set(node.get("required", ())) != set(props):
             strict = False
     safe = re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64] or "answer"
     return Schema(safe, sent, strict, model=model, original=original)

@@ -56,9 +56,7 @@ def test_openai_wire_gets_response_format_json_schema(provider: FakeProvider, bo
     assert abs(row.cost_usd - _gpt4o_cost(120, 11)) < EXACT
 
 
-def test_anthropic_wire_gets_output_format_and_data_is_a_dict(
-    provider: FakeProvider, book
-) -> None:
+def test_anthropic_wire_gets_output_format_and_data_is_a_dict(provider: FakeProvider, book) -> None:
     """claude-sonnet-4-5 takes a schema natively: litellm sends it as ``output_format`` with the
     structured-outputs beta header; the answer is plain text JSON."""
     provider.script(ok(ADA, input_tokens=50, output_tokens=9))
@@ -114,9 +112,7 @@ def test_json_that_does_not_match_is_a_schema_mismatch(provider: FakeProvider, b
     provider.script(ok('{"name": "Ada", "age": -3}', input_tokens=30, output_tokens=8))
     with pytest.raises(errors.SchemaMismatch) as caught:
         lm.complete("Who?", model="gpt-4o", schema=PERSON_SCHEMA)
-    assert "at age" in str(caught.value) and "-3 is less than the minimum of 0" in str(
-        caught.value
-    )
+    assert "at age" in str(caught.value) and "-3 is less than the minimum of 0" in str(caught.value)
     assert caught.value.result.text == '{"name": "Ada", "age": -3}'
     row = book.df.iloc[-1]
     assert (row.status, row.error_type) == ("error", "schema_mismatch")
