@@ -127,7 +127,7 @@ class Call:
             prompt=scrub(plan.prompt_text, keylike=False) if store else None,
             response=scrub(self.text, keylike=False) if store else None,
             error_message=scrub(str(err)) if err is not None else None,
-            finish_reason=self._finish_reason(status),
+            finish_reason=self._finish_reason(status, err),
             setup_s=self.setup_s,
             **detail,  # NULL when the provider's usage did not report them
         )
@@ -157,11 +157,12 @@ class Call:
         tin = self.leg.input_estimate if self.attempts > 0 and not refused else 0
         return tin, gateway.count_text_tokens(self.route.litellm_model, self.text), "estimated"
 
-    def _finish_reason(self, status: str) -> str | None:
-        if status == "error":
+    def _finish_reason(self, status: str, err: errors.ProviderError | None = None) -> str | None:
+        if status == "error" and not _structured.answered(err):
             return "error"
-        if status != "ok":
+        if status not in ("ok", "error"):
             return None  # refused (never sent) or interrupted (the provider never said)
+        # answered (an answer that failed its schema too): the provider's reason
         return self.usage.finish_reason if self.usage is not None else None
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from . import errors, gateway
 from .errors import UsageProblem
 
-__all__ = ["Schema", "parse", "extra", "check", "validated"]
+__all__ = ["Schema", "parse", "extra", "check", "validated", "answered"]
 
 _FENCE = re.compile(r"^```[A-Za-z]*\s*\n(.*?)\n?```$", re.DOTALL)
 _PREVIEW = 120
@@ -188,6 +188,11 @@ def validated(
         return check(spec, text, finish_reason, max_tokens), None
     except (errors.InvalidJSON, errors.SchemaMismatch) as exc:
         return None, exc
+
+
+def answered(err: BaseException | None) -> bool:
+    """Whether ``err`` is an answer that failed its schema (the provider did finish)."""
+    return isinstance(err, (errors.InvalidJSON, errors.SchemaMismatch))
 
 
 def _validated(spec: Schema, value: Any) -> Any:

@@ -100,7 +100,7 @@ def test_invalid_json_is_an_error_row_with_its_tokens_and_cost(
     assert err.result.text == "Sure! Ada, 36 years old."  # the raw answer is kept
     assert err.result.status == "error" and err.result.data is None
     row = book.df.iloc[-1]
-    assert (row.status, row.error_type) == ("error", "invalid_json")
+    assert (row.status, row.error_type, row.finish_reason) == ("error", "invalid_json", "stop")
     assert (row.input_tokens, row.output_tokens, row.usage_source) == (200, 7, "provider")
     assert abs(row.cost_usd - _gpt4o_cost(200, 7)) < EXACT  # money was spent: never lost
     assert row.cost_usd == err.result.cost_usd > 0
@@ -132,8 +132,10 @@ def test_an_answer_cut_at_max_tokens_says_to_raise_it(provider: FakeProvider, bo
     message = str(caught.value)
     assert "The answer was cut" in message
     assert "stopped at max_tokens (12): raise it, e.g. --max-tokens 24" in message
+    assert caught.value.result.truncated  # the provider's reason is kept: the footer says it
     row = book.df.iloc[-1]
     assert row.error_type == "invalid_json" and row.output_tokens == 12
+    assert row.finish_reason == "length"
     assert abs(row.cost_usd - _gpt4o_cost(40, 12)) < EXACT
 
 
