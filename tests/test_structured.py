@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 import llm_magic as lm
 from llm_magic import errors
+from llm_magic.core import chats, reset_chat
 from tests.conftest import published
 from tests.fakeprovider import FakeProvider, ok
 
@@ -83,6 +84,43 @@ def test_model_without_schema_support_gets_json_mode_and_the_schema_in_its_promp
     assert system["role"] == "system" and system["content"].startswith("Be brief.")
     assert '"required": ["name"]' in system["content"]  # the schema, in the prompt
     assert any("JSON mode with the schema in the system prompt" in n for n in result.notes)
+
+
+def test_json_mode_leaves_the_chat_history_as_it_was(provider: FakeProvider) -> None:
+    """The schema goes in a copy of the system prompt: a second turn does not carry it twice."""
+    reset_chat("schema-chat")
+    for _ in range(2):
+        provider.script(ok('{"name": "Ada"}'))
+        lm.complete(
+            "Who?",
+            model="gpt-3.5-turbo",
+            schema={"name": str},
+            system="Be brief.",
+            chat="schema-chat",
+        )
+    system = provider.completions()[-1].body["messages"][0]["content"]
+    assert system.count("JSON schema") == 1
+    assert chats()["schema-chat"][0] == {"role": "system", "content": "Be brief."}
+    reset_chat("schema-chat")
+
+
+class Pet(BaseModel):
+    kind: str
+    name: str
+
+
+class Owner(BaseModel):
+    name: str
+    pets: list[Pet]
+
+
+def test_nested_models_are_sent_closed_and_come_back_as_instances(provider: FakeProvider) -> None:
+    provider.script(ok('{"name": "Ada", "pets": [{"kind": "cat", "name": "Tib"}]}'))
+    result = lm.complete("Who?", model="gpt-4o", schema=Owner)
+    assert result.data == Owner(name="Ada", pets=[Pet(kind="cat", name="Tib")])
+    fmt = provider.completions()[-1].body["response_format"]["json_schema"]
+    assert fmt["schema"]["$defs"]["Pet"]["additionalProperties"] is False
+    assert fmt["strict"] is True
 
 
 # --------------------------------------------------------------------------- invalid answers
