@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Generator, Iterator
 
-from . import _plan, budget, errors, gateway, keys, pricing, retry
+from . import _plan, _structured, budget, errors, gateway, keys, pricing, retry
 from ._toolcalls import ToolCalls, ToolDelta, ToolEvent
 from .config import Settings
 from .keys import KeyPool
@@ -134,7 +134,7 @@ class Call:
             prompt=scrub(plan.prompt_text, keylike=False) if store else None,
             response=scrub(self.text, keylike=False) if store else None,
             error_message=scrub(str(err)) if err is not None else None,
-            finish_reason=self._finish_reason(status),
+            finish_reason=self._finish_reason(status, err),
             setup_s=self.setup_s,
             tool_calls=self.tools.parsed(),
             **detail,  # NULL when the provider's usage did not report them
@@ -165,11 +165,12 @@ class Call:
         tin = self.leg.input_estimate if self.attempts > 0 and not refused else 0
         return tin, gateway.count_text_tokens(self.route.litellm_model, self.text), "estimated"
 
-    def _finish_reason(self, status: str) -> str | None:
-        if status == "error":
+    def _finish_reason(self, status: str, err: errors.ProviderError | None = None) -> str | None:
+        if status == "error" and not _structured.answered(err):
             return "error"
-        if status != "ok":
+        if status not in ("ok", "error"):
             return None  # refused (never sent) or interrupted (the provider never said)
+        # answered (an answer that failed its schema too): the provider's reason
         return self.usage.finish_reason if self.usage is not None else None
 
 
@@ -274,7 +275,12 @@ class Run:
                 f"{f' {why.status}' if why.status else ''})"
                 + (f": answered by the next fallback, {call.route.model}" if answered else "")
             )
+        finish = call.usage.finish_reason if call.usage is not None else None
+        data, bad = _structured.validated(plan.schema, call.text, finish, call.leg.max_tokens)
+        if bad is not None:  # paid for, and kept: an error row, the raw answer in .result.text
+            raise _attach(bad, call.finish("error", bad))
         result = call.finish("ok", None)
+        result.data = data
         crossed = budget.crossed(plan.cfg, plan.book, plan.verdict.spent, result.cost_usd)
         if crossed:
             result.notes.append(crossed)

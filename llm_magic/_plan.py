@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import budget, errors, gateway, local, pricing
+from . import _structured, budget, errors, gateway, local, pricing
 from ._toolcalls import Tool, ToolEvent, tools_of
 from .config import Settings, settings
 from .errors import UsageProblem
@@ -88,6 +88,7 @@ class Plan:
     tools: list[Tool] = field(default_factory=list)  # offered to the model (``tools=``)
     on_tool: Callable[[ToolEvent], None] = field(default=lambda _event: None)  # a display's
     tool_round: int = 1  # which request of a ``run_tools`` loop is being sent
+    schema: _structured.Schema | None = None  # ``req.schema`` checked (structured output)
 
     @property
     def prompt_text(self) -> str:
@@ -125,6 +126,7 @@ def make(
     """Plan ``req``; ``waited_s`` is set-up the caller already did on its behalf."""
     prepared_at = time.perf_counter() - waited_s
     req.validate()
+    schema = _structured.parse(req.schema)  # a bad schema: a usage error, nothing sent
     cfg = cfg or settings()
     book = book if book is not None else ledger(cfg.ledger)  # not bool(): a COUNT(*)
     req.model = (req.model or cfg.default_model).strip()
@@ -152,6 +154,7 @@ def make(
         chain=[first] + [m for m in cfg.fallback_models if m not in (first, req.model)],
         notes=notes,
         tools=tools,
+        schema=schema,
     )
 
 
@@ -175,7 +178,9 @@ def prepare(plan: Plan, index: int, name: str) -> Leg | None:
     call_max = bounded_max_tokens(route, plan.req, plan.max_tokens, own, plan.notes)
     sent, estimate = fit_context(route, plan.history, plan.new, plan.notes)
     price = pricing.price_for(route.model, route.provider, plan.book, also=(name,))
-    return Leg(index, name, route, call_max, sent, estimate, price, extra=tool_extra(plan))
+    leg = Leg(index, name, route, call_max, sent, estimate, price, extra=tool_extra(plan))
+    _schema_extra(plan, leg)
+    return leg
 
 
 def _tools(req: Request) -> list[Tool]:
@@ -207,6 +212,20 @@ def does_tools(plan: Plan, index: int, name: str) -> bool:
 def tool_extra(plan: Plan) -> dict[str, Any]:
     """``tools`` as the request sends them (OpenAI's shape: litellm translates for Anthropic)."""
     return {"tools": [t.schema for t in plan.tools]} if plan.tools else {}
+
+
+def _schema_extra(plan: Plan, leg: Leg) -> None:
+    """``schema=``: the leg's ``response_format`` (and, for a model without schema support,
+    JSON mode with the schema in its system prompt, noted)."""
+    if plan.schema is None:
+        return
+    route = leg.route
+    params, leg.messages, note = _structured.extra(
+        plan.schema, route.provider, route.litellm_model, leg.messages
+    )
+    leg.extra.update(params)
+    if note and note not in plan.notes:
+        plan.notes.append(note)
 
 
 def guard(plan: Plan, leg: Leg, call_id: str) -> bool:

@@ -23,6 +23,8 @@ __all__ = [
     "EmptyResponse",
     "Timeout",
     "StreamInterrupted",
+    "InvalidJSON",
+    "SchemaMismatch",
     "LocalModelUnavailable",
     "LedgerError",
     "LedgerUnavailable",
@@ -150,6 +152,19 @@ class StreamInterrupted(ProviderError):
     """The stream broke after text had arrived; the partial text is kept."""
 
     error_type = "stream_interrupted"
+
+
+class InvalidJSON(ProviderError):
+    """With ``schema=``: the answer is not JSON (or was cut at ``max_tokens``); the call was
+    paid for, its row says so, ``.result.text`` keeps the raw answer."""
+
+    error_type = "invalid_json"
+
+
+class SchemaMismatch(ProviderError):
+    """With ``schema=``: the answer is JSON but does not validate against the schema."""
+
+    error_type = "schema_mismatch"
 
 
 _BY_STATUS: dict[int, type[ProviderError]] = {

@@ -32,6 +32,7 @@ __all__ = [
     "count_tokens",
     "count_text_tokens",
     "model_info",
+    "supports_response_schema",
     "price_entry",
     "provider_of",
     "litellm_version",
@@ -142,6 +143,16 @@ def model_info(model: str) -> dict[str, Any] | None:
     except Exception:
         return None
     return dict(info) if info else None
+
+
+def supports_response_schema(model: str) -> bool:
+    """Whether litellm's map says ``model`` takes a JSON schema (``response_format``
+    ``json_schema``); False for a model it does not know."""
+    litellm = _litellm()
+    try:
+        return bool(litellm.supports_response_schema(model=model))
+    except Exception:
+        return False
 
 
 def price_entry(model: str) -> dict[str, Any] | None:

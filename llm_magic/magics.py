@@ -128,6 +128,12 @@ class LLMMagics(Magics):
     @argument("--tag", action="append", help="attribution: KEY=VALUE (repeatable)")
     @argument("-f", "--format", choices=FORMATS, default="markdown", help="how to render")
     @argument("--chat", help="keep a multi-turn conversation under this name")
+    @argument(
+        "--schema",
+        metavar="VAR",
+        help="structured output: VAR is a pydantic model class or a JSON schema dict (implies "
+        "-f json; the Result's .data is the validated object)",
+    )
     @argument("--no-stream", action="store_true", help="show the answer only when complete")
     @argument(
         "--tools",
@@ -150,6 +156,7 @@ class LLMMagics(Magics):
 
         ``{name}`` is replaced by the value of ``name`` in the notebook (unknown names and code
         braces are left alone; ``{{``/``}}`` give literal braces). ``-m a,b`` compares models.
+        ``--schema Person -o p`` answers in JSON valid against ``Person``: ``p.data``.
         """
         if cell is None:  # %llm SUBCOMMAND: parse, then hand off
             fn, opts = _commands.parse(line)
@@ -167,6 +174,8 @@ class LLMMagics(Magics):
                 f"-o {args.out!r} is not a Python variable name: use letters, digits and _, "
                 "not starting with a digit, e.g. -o answer"
             )
+        if args.schema and args.format == "markdown":  # the default: --schema implies -f json
+            args.format = "json"
         problem = None
         try:
             return self._run_cell(args, cell)
@@ -244,6 +253,7 @@ class LLMMagics(Magics):
             execution_count=getattr(self.shell, "execution_count", None),
             task="generate" if args.task == "generate" else "standard",
             **self._tools(args),
+            schema=self._schema(args.schema),
         )
 
     def _tools(self, args: argparse.Namespace) -> dict[str, Any]:
@@ -260,6 +270,19 @@ class LLMMagics(Magics):
             )
         rounds = args.max_tool_rounds if args.max_tool_rounds is not None else 5
         return {"tools": ns[args.tools], "run_tools": True, "max_tool_rounds": rounds}
+
+    def _schema(self, name: str | None) -> Any:
+        """``--schema VAR``: the notebook's ``VAR`` (checked when the call is planned)."""
+        if not name:
+            return None
+        shell: Any = self.shell
+        ns = shell.user_ns if shell is not None else {}
+        if name not in ns:
+            raise UsageError(
+                f"--schema {name}: no variable {name!r} in the notebook: define it first, as a "
+                "pydantic model class or a JSON schema dict"
+            )
+        return ns[name]
 
     def _run_compare(self, args: argparse.Namespace, prompt: str, models: list[str]) -> Any:
         """``-m a,b,c``: every model at once, side by side, then a table."""
