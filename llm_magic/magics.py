@@ -129,6 +129,11 @@ class LLMMagics(Magics):
     @argument("-f", "--format", choices=FORMATS, default="markdown", help="how to render")
     @argument("--chat", help="keep a multi-turn conversation under this name")
     @argument("--no-stream", action="store_true", help="show the answer only when complete")
+    @argument(
+        "--cache-prompt",
+        action="store_true",
+        help="mark the system prompt and long context for Anthropic's prompt cache",
+    )
     @argument("words", nargs="*", help="subcommand for the line magic (see below)")
     @kwds(epilog=_commands.summary())
     @line_cell_magic
@@ -235,6 +240,7 @@ class LLMMagics(Magics):
             chat=args.chat,
             execution_count=getattr(self.shell, "execution_count", None),
             task="generate" if args.task == "generate" else "standard",
+            cache_prompt=args.cache_prompt,
         )
 
     def _run_compare(self, args: argparse.Namespace, prompt: str, models: list[str]) -> Any:
