@@ -4,8 +4,8 @@
 - ``anthropic``: a Claude prompt (provider ``anthropic``, a key present, no proxy) whose local
   estimate is within reach of the 80% context guard — over :data:`ANTHROPIC_COUNT_SHARE`
   (60%) of the window — is counted by Anthropic (``POST /v1/messages/count_tokens``): the
-  estimate (tiktoken) is off by ±20% on Claude, which matters only near the guard; far
-  below it, an extra round trip for nothing;
+  estimate is tiktoken's, not Claude's tokenizer, and the difference matters only near the
+  guard; far below it, the round trip buys nothing;
 - ``estimate``: everything else (litellm's estimate), and a Claude count that failed (a note
   says so; the call goes on).
 

@@ -15,7 +15,15 @@ from .record import USAGE_DETAIL, Book
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Price", "price_for", "cost", "cache_saving", "no_price_note", "reprice"]
+__all__ = [
+    "Price",
+    "price_for",
+    "cost",
+    "cache_saving",
+    "cache_savings",
+    "no_price_note",
+    "reprice",
+]
 
 FREE_PROVIDERS = {"local", "ollama", "ollama_chat"}
 
@@ -153,6 +161,27 @@ def cache_saving(
             cache_read_tokens or 0, cache_write_tokens or 0, cache_write_1h_tokens or 0
         )
     )
+
+
+def cache_savings(book: Book, rows: pd.DataFrame) -> list[float]:
+    """What the prompt cache saved each row of ``rows`` (a model's usage detail: columns
+    ``_model``, ``_provider``, ``cache_read_tokens``, ``cache_write_tokens``,
+    ``cache_write_1h_tokens``), at the model's price now (``Ledger.summary``'s saver)."""
+    prices: dict[tuple[str, str], Price | None] = {}
+    out = []
+    for model, provider, read, write, write_1h in zip(
+        rows["_model"],
+        rows["_provider"],
+        rows["cache_read_tokens"],
+        rows["cache_write_tokens"],
+        rows["cache_write_1h_tokens"],
+        strict=True,
+    ):
+        key = (str(model), str(provider))
+        if key not in prices:
+            prices[key] = price_for(key[0], key[1], book) if model is not None else None
+        out.append(cache_saving(prices[key], int(read), int(write), int(write_1h)))
+    return out
 
 
 def no_price_note(model: str) -> str:

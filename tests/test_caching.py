@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pandas as pd
 import pytest
 
 import llm_magic as lm
@@ -43,9 +42,7 @@ def test_cache_prompt_marks_system_and_long_context_in_the_anthropic_body(
         {"role": "assistant", "content": "I have read it."},
         {"role": "user", "content": SHORT_QUESTION},
     ]
-    lm.complete(
-        prompt, model="claude-sonnet-4-5", system=SYSTEM, max_tokens=50, cache_prompt=True
-    )
+    lm.complete(prompt, model="claude-sonnet-4-5", system=SYSTEM, max_tokens=50, cache_prompt=True)
     (body,) = anthropic_bodies(provider)
     # the system prompt: a block in Anthropic's own "system" field, marked
     assert body["system"] == [
@@ -227,4 +224,124 @@ def test_local_prompts_are_counted_by_the_tokenizer(local_model: str, book) -> N
     assert book.df.iloc[-1].prompt_count_source == "tokenizer"
 
 
-_ = pd  # pandas is used by the summary tests below
+# --------------------------------------------------------------------------- summaries, plot
+
+
+def add_calls(book) -> None:  # type: ignore[no-untyped-def]
+    """Two Claude calls over one document (a cache write, then a read), one gpt-4o call with
+    cached and reasoning tokens, one local call and one call with no cache use."""
+    from llm_magic.store import utcnow
+
+    now = utcnow()
+
+    def row(call_id: str, model: str, provider: str, agent: str, **parts: int) -> None:
+        book.record(
+            {
+                "call_id": call_id,
+                "trace_id": call_id,
+                "ts_start": now,
+                "status": "ok",
+                "model": model,
+                "provider": provider,
+                "agent": agent,
+                "input_tokens": parts.pop("input_tokens"),
+                "output_tokens": parts.pop("output_tokens"),
+                "cost_usd": 0.01,
+                **parts,
+            }
+        )
+
+    row("w", "claude-sonnet-4-5", "anthropic", "a", input_tokens=10_020, output_tokens=10,
+        cache_read_tokens=0, cache_write_tokens=10_000, cache_write_1h_tokens=0)  # fmt: skip
+    row("r", "claude-sonnet-4-5", "anthropic", "a", input_tokens=10_020, output_tokens=10,
+        cache_read_tokens=10_000, cache_write_tokens=0, cache_write_1h_tokens=0)  # fmt: skip
+    row("g", "gpt-4o", "openai", "b", input_tokens=2_000, output_tokens=300,
+        cache_read_tokens=1_500, reasoning_tokens=200)  # fmt: skip
+    row("l", "smollm2", "local", "b", input_tokens=50, output_tokens=5, cache_read_tokens=40)
+    row("p", "gpt-4o", "openai", "c", input_tokens=100, output_tokens=10)
+
+
+CLAUDE_SAVED = 10_000 * (IN - READ) - 10_000 * (WRITE - IN)  # 0.027 - 0.0075 = 0.0195
+GPT_SAVED = 1_500 * (2.5e-6 - 1.25e-6)  # OpenAI: cached tokens at half price, no write premium
+
+
+def test_summary_carries_the_detail_and_the_saving(book) -> None:
+    add_calls(book)
+    by_model = book.summary()
+    claude = by_model.loc["claude-sonnet-4-5"]
+    assert (claude.calls, claude.cache_read_tokens, claude.cache_write_tokens) == (
+        2,
+        10_000,
+        10_000,
+    )
+    assert claude.cache_saved_usd == pytest.approx(CLAUDE_SAVED, abs=EXACT)
+    gpt = by_model.loc["gpt-4o"]
+    assert (gpt.calls, gpt.cache_read_tokens, gpt.reasoning_tokens) == (2, 1_500, 200)
+    assert gpt.cache_saved_usd == pytest.approx(GPT_SAVED, abs=EXACT)
+    assert by_model.loc["smollm2"].cache_saved_usd == 0  # the local model costs nothing anyway
+    by_agent = book.summary(by="agent")
+    assert by_agent.loc["a"].cache_saved_usd == pytest.approx(CLAUDE_SAVED, abs=EXACT)
+    assert by_agent.loc["b"].cache_saved_usd == pytest.approx(GPT_SAVED, abs=EXACT)
+    assert by_agent.loc["c"].cache_saved_usd == 0 and by_agent.loc["c"].cache_read_tokens == 0
+    for by in ("model", "agent", "user", "day", "status", "provider", "chat"):
+        table = book.summary(by=by)
+        assert int(table.cache_read_tokens.sum()) == 10_000 + 1_500 + 40, by
+        assert int(table.reasoning_tokens.sum()) == 200, by
+        assert table.cache_saved_usd.sum() == pytest.approx(CLAUDE_SAVED + GPT_SAVED, abs=EXACT)
+        assert table.calls.sum() == 5 and table.cost_usd.sum() == pytest.approx(0.05)
+        assert str(table.cache_read_tokens.dtype) == "int64", by
+
+
+def test_summary_of_an_unpriced_model_saving_is_nan(book) -> None:
+    from llm_magic.store import utcnow
+
+    book.record({"call_id": "x", "trace_id": "x", "ts_start": utcnow(), "status": "ok",
+                 "model": "house-model", "provider": "openai", "input_tokens": 100,
+                 "output_tokens": 1, "cache_read_tokens": 80})  # fmt: skip
+    row = book.summary().loc["house-model"]
+    assert row.cache_read_tokens == 80 and math.isnan(row.cache_saved_usd)
+    book.set_price("house-model", 2.0, 8.0)  # an override: reads at the input price, no saving
+    assert book.summary().loc["house-model"].cache_saved_usd == 0
+
+
+def test_empty_summary_has_the_new_columns(book) -> None:
+    table = book.summary()
+    assert table.empty
+    assert {"cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "cache_saved_usd"} <= (
+        set(table.columns)
+    )
+
+
+def test_ledger_command_shows_the_saving(ip_ledger, book) -> None:
+    add_calls(book)
+    table = ip_ledger.run_line_magic("llm", "ledger --by agent")
+    assert table.loc["a", "cache_saved_usd"] == pytest.approx(CLAUDE_SAVED, abs=EXACT)
+    assert table.loc["b", "reasoning_tokens"] == 200
+
+
+def test_cache_savings_plot(book) -> None:
+    import os
+
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    from matplotlib.patches import Rectangle
+
+    add_calls(book)
+    fig = lm.plots.cache_savings(book.df)
+    (ax,) = fig.axes
+    heights = {}
+    legend = ax.get_legend()
+    names = {tuple(h.get_facecolor()): t.get_text() for h, t in zip(legend.legend_handles, legend.get_texts(), strict=True)}  # fmt: skip
+    for bar in ax.patches:
+        assert isinstance(bar, Rectangle)
+        heights[names[tuple(bar.get_facecolor())]] = bar.get_height()
+    assert heights == pytest.approx({"claude-sonnet-4-5": CLAUDE_SAVED, "gpt-4o": GPT_SAVED})
+    assert "$0.0214" in ax.get_title() and "11,540 cached tokens" in ax.get_title()
+
+
+def test_cache_savings_plot_without_cache_use_says_so(book) -> None:
+    from llm_magic.store import utcnow
+
+    book.record({"call_id": "x", "trace_id": "x", "ts_start": utcnow(), "status": "ok",
+                 "model": "gpt-4o", "input_tokens": 100, "output_tokens": 1})  # fmt: skip
+    fig = lm.plots.cache_savings(book.df)
+    assert any("no call used the prompt cache" in t.get_text() for t in fig.axes[0].texts)
