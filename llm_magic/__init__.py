@@ -56,10 +56,11 @@ if TYPE_CHECKING:
 
 def _plug_reprice() -> None:
     """The ledger stores calls and imports no pricing policy: its what-if ``Ledger.reprice``
-    is plugged in here, above every layer, when ``lm.ledger``/``lm.Ledger`` is first used."""
+    (and what the cache saved, in ``Ledger.summary``) is plugged in here, above every layer, when ``lm.ledger``/``lm.Ledger`` is first used."""
     from . import pricing, store
 
     store.Ledger.repricer = pricing.reprice
+    store.Ledger.saver = pricing.cache_savings
 
 
 def __getattr__(name: str) -> Any:

@@ -137,12 +137,17 @@ class Call:
             finish_reason=self._finish_reason(status, err),
             setup_s=self.setup_s,
             tool_calls=self.tools.parsed(),
+            prompt_count_source=self.leg.count_source,
             **detail,  # NULL when the provider's usage did not report them
         )
         kept = plan.book.keep(rec.row())  # a row the ledger cannot take now waits in its journal
         if kept:
             plan.notes.append(kept)
-        return Result.from_record(rec, text=self.text, notes=list(plan.notes))
+        result = Result.from_record(rec, text=self.text, notes=list(plan.notes))
+        result.cache_saved_usd = pricing.cache_saving(
+            self.price, rec.cache_read_tokens, rec.cache_write_tokens, rec.cache_write_1h_tokens
+        )
+        return result
 
     def _answered_model(self) -> None:
         """Through a proxy, record (and price) the model that answered, as it reports it."""

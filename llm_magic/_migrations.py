@@ -148,6 +148,24 @@ def m007_call_shape(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE calls ADD COLUMN tool_calls TEXT"))
 
 
+def m008_summary_detail(conn: Connection) -> None:
+    """``summary()`` also sums the usage detail (cache reads and writes, reasoning) by model:
+    its covering index, remade with those columns (``calls_summary`` of m003 goes: one index
+    to keep up per write, not two)."""
+    from sqlalchemy import text
+
+    conn.execute(text("DROP INDEX IF EXISTS calls_summary"))
+    conn.execute(
+        text(
+            "CREATE INDEX IF NOT EXISTS calls_summary_detail ON calls "
+            '("status", "ts_start", "model", "provider", "agent", "user", "chat", '
+            '"input_tokens", "output_tokens", "cost_usd", "latency_s", "ttft_s", '
+            '"cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens", '
+            '"reasoning_tokens")'
+        )
+    )
+
+
 # In order; a new migration goes at the end, under a new name. Never edit one above.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_calls", m001_calls),
@@ -157,6 +175,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m005_reservations", m005_reservations),
     ("m006_usage_detail", m006_usage_detail),
     ("m007_call_shape", m007_call_shape),
+    ("m008_summary_detail", m008_summary_detail),
 ]
 
 

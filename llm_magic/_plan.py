@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _structured, budget, errors, gateway, local, pricing
+from . import _caching, _counts, _structured, budget, errors, gateway, local, pricing
 from ._toolcalls import Tool, ToolEvent, tools_of
 from .config import Settings, settings
 from .errors import UsageProblem
@@ -110,6 +110,7 @@ class Leg:
     # request parameters beyond the chat basics, as the gateway sends them (``tools``,
     # ``response_format``, …): filled in by prepare() for this leg's provider
     extra: dict[str, Any] = field(default_factory=dict)
+    count_source: str = "estimate"  # which count input_estimate is (record.PROMPT_COUNTS)
 
 
 def _noop(_message: str) -> None:
@@ -177,8 +178,21 @@ def prepare(plan: Plan, index: int, name: str) -> Leg | None:
     own = index == 0 and name == plan.req.model
     call_max = bounded_max_tokens(route, plan.req, plan.max_tokens, own, plan.notes)
     sent, estimate = fit_context(route, plan.history, plan.new, plan.notes)
+    estimate, counted_by = _counts.prompt_count(route, sent, estimate, plan.notes)
+    if plan.req.cache_prompt:
+        sent = _caching.mark(route, sent, plan.notes)
     price = pricing.price_for(route.model, route.provider, plan.book, also=(name,))
-    leg = Leg(index, name, route, call_max, sent, estimate, price, extra=tool_extra(plan))
+    leg = Leg(
+        index,
+        name,
+        route,
+        call_max,
+        sent,
+        estimate,
+        price,
+        count_source=counted_by,
+        extra=tool_extra(plan),
+    )
     _schema_extra(plan, leg)
     return leg
 

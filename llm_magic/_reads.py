@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._sql import tables
 from .errors import UsageProblem
-from .record import COLUMNS, utcnow
+from .record import COLUMNS, USAGE_DETAIL, utcnow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -20,8 +20,11 @@ GROUPS = ("model", "agent", "user", "day", "status", "provider", "chat")
 INT_COLUMNS = [name for name, kind in COLUMNS if kind == "int"]
 
 
+SUMMED = ["calls", "errors", "input_tokens", "output_tokens", "unpriced_calls", *USAGE_DETAIL]
+
+
 class SummaryQuery(NamedTuple):
-    totals: Any  # calls, errors, tokens, cost by key
+    totals: Any  # calls, errors, tokens, cost, usage detail by key, model and provider
     inputs: Any  # key, latency_s, ttft_s of the ok calls (SQLite's percentiles, in pandas)
     ok: list[Any]  # the WHERE of the ok calls
     key: Any  # the grouping expression, labelled ``by``
@@ -41,15 +44,18 @@ def summary_query(by: str, today: bool) -> SummaryQuery:
     totals = (
         select(
             key,
+            c.model.label("_model"),  # by model too: what the cache saved is priced per model
+            c.provider.label("_provider"),
             func.count().label("calls"),
             func.sum(case((c.status != "ok", 1), else_=0)).label("errors"),
             func.coalesce(func.sum(c.input_tokens), 0).label("input_tokens"),
             func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"),
             func.sum(c.cost_usd).label("cost_usd"),  # NULL when every cost is unknown
             func.sum(case((c.cost_usd.is_(None), 1), else_=0)).label("unpriced_calls"),
+            *(func.coalesce(func.sum(c[part]), 0).label(part) for part in USAGE_DETAIL),
         )
         .where(*where)
-        .group_by(key)
+        .group_by(key, c.model, c.provider)
         .order_by(key)
     )
     ok = [*where, c.status == "ok"]
@@ -92,7 +98,7 @@ def summary_parts(
     totals, inputs, ok, key, by = query
     c = tables()["calls"].c
     with engine.connect() as conn:
-        out = pd.read_sql(totals, conn).set_index(by)
+        out = pd.read_sql(totals, conn)
         if dialect == "postgresql":
             pct = (
                 select(
@@ -121,11 +127,25 @@ def summary_parts(
     return out, spread
 
 
-def summary_frame(out: pd.DataFrame, spread: pd.DataFrame) -> pd.DataFrame:
-    """Totals and spread joined, with fixed dtypes (even when empty)."""
-    out = out.join(spread, how="left")
-    for col in ("calls", "errors", "input_tokens", "output_tokens", "unpriced_calls"):
+def summary_frame(
+    out: pd.DataFrame, spread: pd.DataFrame, by: str, saved: Callable[[pd.DataFrame], Any] | None
+) -> pd.DataFrame:
+    """Totals (by key, model and provider) folded by key, with what the cache saved
+    (``saved``: dollars per totals row; NaN without it), joined to the spread, with fixed
+    dtypes (even when empty)."""
+    for col in SUMMED:
         out[col] = out[col].astype("int64")
-    for col in ("cost_usd", "p50_latency_s", "p95_latency_s", "p50_ttft_s"):
-        out[col] = out[col].astype("float64")
-    return out
+    out["cost_usd"] = out["cost_usd"].astype("float64")
+    cached = (out["cache_read_tokens"] > 0) | (out["cache_write_tokens"] > 0)
+    out["cache_saved_usd"] = 0.0
+    if cached.any():  # priced only where the cache was used (pricing may load litellm)
+        out.loc[cached, "cache_saved_usd"] = saved(out[cached]) if saved else float("nan")
+    grouped = out.groupby(by, sort=True)
+    folded = grouped[SUMMED].sum()
+    for col in ("cost_usd", "cache_saved_usd"):  # NaN when no part of it is known
+        folded[col] = grouped[col].sum(min_count=1)
+    order = ["calls", "errors", "input_tokens", "output_tokens", "cost_usd", "unpriced_calls"]
+    folded = folded[[*order, *USAGE_DETAIL, "cache_saved_usd"]].join(spread, how="left")
+    for col in ("cost_usd", "cache_saved_usd", "p50_latency_s", "p95_latency_s", "p50_ttft_s"):
+        folded[col] = folded[col].astype("float64")
+    return folded

@@ -143,6 +143,11 @@ class LLMMagics(Magics):
     @argument(
         "--max-tool-rounds", type=int, help="with --tools: at most this many requests (default 5)"
     )
+    @argument(
+        "--cache-prompt",
+        action="store_true",
+        help="mark the system prompt and long context for Anthropic's prompt cache",
+    )
     @argument("words", nargs="*", help="subcommand for the line magic (see below)")
     @kwds(epilog=_commands.summary())
     @line_cell_magic
@@ -254,6 +259,7 @@ class LLMMagics(Magics):
             task="generate" if args.task == "generate" else "standard",
             **self._tools(args),
             schema=self._schema(args.schema),
+            cache_prompt=args.cache_prompt,
         )
 
     def _tools(self, args: argparse.Namespace) -> dict[str, Any]:

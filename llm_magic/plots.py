@@ -1,5 +1,5 @@
 """Charts of the ledger: cost per day, cost by agent/user, today's budget burn-down, latency,
-tokens per second, cost against latency.
+tokens per second, cost against latency, what the prompt cache saved.
 
     import llm_magic as lm
     lm.plots.cost_by_day()                 # the whole ledger
@@ -35,6 +35,7 @@ __all__ = [
     "latency",
     "tokens_per_second",
     "cost_vs_latency",
+    "cache_savings",
     "percentiles",
 ]
 
@@ -716,5 +717,90 @@ def cost_vs_latency(df: pd.DataFrame | None = None) -> Figure:
         title,
         f"{_plural(unpriced, 'unpriced call')} not shown" if unpriced else "",
         f"{_plural(no_latency, 'call')} without latency not shown" if no_latency else "",
+    )
+    return _plain(fig)
+
+
+# -- 7. what the prompt cache saved --------------------------------------------------------------
+def _saved_per_call(frame: pd.DataFrame, book: Any) -> pd.Series:
+    """What the prompt cache saved each call of ``frame`` (dollars; 0 without cache use; NaN
+    when it used the cache and its model has no known price), at each model's price now."""
+    import pandas as pd
+
+    from .pricing import cache_savings
+
+    parts = {
+        name: _numbers(frame, name).fillna(0.0).astype("int64")
+        for name in ("cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens")
+    }
+    rows = pd.DataFrame(
+        {"_model": _model_labels(frame), "_provider": _labels(frame, "provider"), **parts},
+        index=frame.index,
+    )
+    saved = pd.Series(0.0, index=frame.index)
+    used = (rows["cache_read_tokens"] > 0) | (rows["cache_write_tokens"] > 0)
+    if used.any():
+        saved[used] = pd.Series(cache_savings(book, rows[used]), index=rows.index[used])
+    return saved
+
+
+def cache_savings(df: pd.DataFrame | None = None) -> Figure:
+    """Stacked bars of what the prompt cache saved ($) per UTC day, one colour per model: the
+    cache reads at the plain input price minus what they cost, minus the cache writes'
+    premium, at each model's price now (``%llm price`` overrides included). Calls that used
+    the cache on a model with no known price are counted, not drawn."""
+    import numpy as np
+    import pandas as pd
+
+    from .store import ledger
+
+    frame = _ledger_df(df)
+    fig, ax = _new_figure()
+    ax.set_xlabel("day (UTC)")
+    ax.set_ylabel("saved by the prompt cache ($)")
+    ts = _utc(frame)
+    data = pd.DataFrame(
+        {
+            "day": ts.dt.strftime("%Y-%m-%d"),
+            "model": _model_labels(frame),
+            "saved": _saved_per_call(frame, ledger()),
+            "cached": _numbers(frame, "cache_read_tokens").fillna(0.0),
+        },
+        index=frame.index,
+    )[ts.notna()]
+    unpriced = int(data["saved"].isna().sum())
+    title = "What the prompt cache saved per day (UTC), by model"
+    used = data[data["saved"].notna() & (data["saved"] != 0)]
+    if used.empty:
+        _title(ax, title, _unpriced_note(unpriced))
+        _no_data(ax, "no data: no call used the prompt cache")
+        return _plain(fig)
+    table = used.groupby(["day", "model"])["saved"].sum().unstack(fill_value=0).sort_index()
+    days = list(table.index)
+    colors = _colors(data["model"])
+    x = np.arange(len(days))
+    up, down = np.zeros(len(days)), np.zeros(len(days))
+    for model in table.columns:  # writes may cost more than reads saved: below the axis
+        heights = table[model].to_numpy(dtype=float)
+        base = np.where(heights >= 0, up, down)
+        ax.bar(x, heights, bottom=base, width=0.8, color=colors[model], label=str(model))
+        up += np.clip(heights, 0, None)
+        down += np.clip(heights, None, 0)
+    ax.set_xticks(
+        x, days, rotation=30 if len(days) > 5 else 0, ha="right" if len(days) > 5 else "center"
+    )
+    ax.axhline(0, color="#444444", lw=0.8)
+    _usd_axis(ax.yaxis)
+    ax.legend(
+        title="model", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1)
+    )
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    total = float(table.to_numpy().sum())
+    reads = int(data["cached"].sum())
+    _title(
+        ax,
+        f"{title}: {usd_label(total)} on {reads:,} cached tokens",
+        _unpriced_note(unpriced),
     )
     return _plain(fig)

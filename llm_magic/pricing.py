@@ -15,7 +15,15 @@ from .record import USAGE_DETAIL, Book
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Price", "price_for", "cost", "no_price_note", "reprice"]
+__all__ = [
+    "Price",
+    "price_for",
+    "cost",
+    "cache_saving",
+    "cache_savings",
+    "no_price_note",
+    "reprice",
+]
 
 FREE_PROVIDERS = {"local", "ollama", "ollama_chat"}
 
@@ -34,6 +42,21 @@ class Price:
     cache_write_per_token: float | None = None  # cache_creation_input_token_cost
     cache_write_1h_per_token: float | None = None  # cache_creation_input_token_cost_above_1hr
     reasoning_per_token: float | None = None  # output_cost_per_reasoning_token
+
+    def cache_saving(
+        self, cache_read_tokens: Any, cache_write_tokens: Any = 0, cache_write_1h_tokens: Any = 0
+    ) -> Any:
+        """What the prompt cache saved: the cache reads at the plain input price minus what
+        they cost, minus the premium the cache writes paid over the plain input price
+        (negative when the writes cost more than the reads saved). Numbers or Series alike."""
+        write_p = _or(self.cache_write_per_token, self.input_per_token)
+        write_1h_p = _or(self.cache_write_1h_per_token, write_p)
+        read_p = _or(self.cache_read_per_token, self.input_per_token)
+        return (
+            cache_read_tokens * (self.input_per_token - read_p)
+            - (cache_write_tokens - cache_write_1h_tokens) * (write_p - self.input_per_token)
+            - cache_write_1h_tokens * (write_1h_p - self.input_per_token)
+        )
 
     def cost(
         self,
@@ -121,6 +144,44 @@ def cost(
             reasoning_tokens or 0,
         )
     )
+
+
+def cache_saving(
+    price: Price | None,
+    cache_read_tokens: int | None = None,
+    cache_write_tokens: int | None = None,
+    cache_write_1h_tokens: int | None = None,
+) -> float:
+    """What the prompt cache saved a call at ``price`` (:meth:`Price.cache_saving`; NaN when no
+    price is known, 0 when nothing was read from or written to the cache)."""
+    if price is None:
+        return math.nan
+    return float(
+        price.cache_saving(
+            cache_read_tokens or 0, cache_write_tokens or 0, cache_write_1h_tokens or 0
+        )
+    )
+
+
+def cache_savings(book: Book, rows: pd.DataFrame) -> list[float]:
+    """What the prompt cache saved each row of ``rows`` (a model's usage detail: columns
+    ``_model``, ``_provider``, ``cache_read_tokens``, ``cache_write_tokens``,
+    ``cache_write_1h_tokens``), at the model's price now (``Ledger.summary``'s saver)."""
+    prices: dict[tuple[str, str], Price | None] = {}
+    out = []
+    for model, provider, read, write, write_1h in zip(
+        rows["_model"],
+        rows["_provider"],
+        rows["cache_read_tokens"],
+        rows["cache_write_tokens"],
+        rows["cache_write_1h_tokens"],
+        strict=True,
+    ):
+        key = (str(model), str(provider))
+        if key not in prices:
+            prices[key] = price_for(key[0], key[1], book) if model is not None else None
+        out.append(cache_saving(prices[key], int(read), int(write), int(write_1h)))
+    return out
 
 
 def no_price_note(model: str) -> str:

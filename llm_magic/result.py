@@ -42,6 +42,9 @@ class Result:
     max_tokens: int | None = None
     tool_calls: list[dict[str, Any]] | None = None  # parsed: id, name, arguments (a dict)
     data: Any = None  # with ``schema=``: the validated object
+    cache_read_tokens: int | None = None  # of input_tokens: read from the provider's cache
+    cache_write_tokens: int | None = None  # of input_tokens: written to it
+    cache_saved_usd: float = math.nan  # what the cache saved (pricing.cache_saving)
     record: CallRecord | None = field(default=None, repr=False, compare=False)  # its ledger row
 
     @classmethod
@@ -82,6 +85,9 @@ class Result:
         est = "~" if self.usage_source == "estimated" else ""
         parts.append(f"{est}{self.input_tokens} in / {est}{self.output_tokens} out tokens")
         parts.append(cost(self.cost_usd))
+        cached = self._cached()
+        if cached:
+            parts.append(cached)
         if not math.isnan(self.latency_s):
             parts.append(f"{self.latency_s:.2f} s")
         if not math.isnan(self.ttft_s):
@@ -97,6 +103,19 @@ class Result:
         if self.status != "ok":
             parts.append(self.status)
         return " · ".join(parts)
+
+    def _cached(self) -> str:
+        """``10,000 cached (saved $0.0270)``; with cache writes only,
+        ``2,000 written to the cache (+$0.001500)``; empty when the cache was not used."""
+        read, written = self.cache_read_tokens or 0, self.cache_write_tokens or 0
+        saved = self.cache_saved_usd
+        if read:
+            return f"{read:,} cached (saved {cost(saved)})"
+        if written:
+            if math.isnan(saved):
+                return f"{written:,} written to the cache"
+            return f"{written:,} written to the cache (+{cost(-saved)})"
+        return ""
 
     def __repr__(self) -> str:
         preview = self.text if len(self.text) <= 60 else self.text[:57] + "..."

@@ -50,6 +50,10 @@ class Ledger:
     #: ledger imports no pricing policy): ``llm_magic``'s ``lm.ledger``/``lm.Ledger`` set it
     #: to :func:`llm_magic.pricing.reprice`.
     repricer: ClassVar[Callable[[Ledger, str], pd.DataFrame] | None] = None
+    #: What the prompt cache saved, for :meth:`summary`: dollars for each row of a frame of
+    #: usage detail by model (``_model``, ``_provider``, the detail columns), plugged in
+    #: likewise (:func:`llm_magic.pricing.cache_savings`); without it the saving is NaN.
+    saver: ClassVar[Callable[[Ledger, pd.DataFrame], Any] | None] = None
 
     def __init__(self, spec: str) -> None:
         from sqlalchemy import exc as sa_exc
@@ -320,8 +324,10 @@ class Ledger:
         return spent + self.journal.cost_on(utcnow())
 
     def summary(self, by: str = "model", today: bool = False) -> pd.DataFrame:
-        """Calls, tokens, cost (NaN if none known) and latency percentiles of ok calls, grouped
-        by ``model|agent|user|day|status|provider|chat``. Aggregated in SQL: a million rows are
+        """Calls, tokens, cost (NaN if none known), the usage detail (cache reads and writes,
+        reasoning tokens), what the prompt cache saved (``cache_saved_usd``, at each model's
+        price now) and latency percentiles of ok calls, grouped by
+        ``model|agent|user|day|status|provider|chat``. Aggregated in SQL: a million rows are
         never pulled into pandas."""
         query = _reads.summary_query(by, today)
         fast = None
@@ -333,7 +339,9 @@ class Ledger:
         finally:
             if fast is not None:
                 fast()  # the child is held until its answer is read, whatever happened here
-        return _reads.summary_frame(out, spread)
+        saver = Ledger.saver
+        saved = None if saver is None else (lambda rows: saver(self, rows))
+        return _reads.summary_frame(out, spread, query.by, saved)
 
     def reprice(self, model: str) -> pd.DataFrame:
         """What-if: every call's tokens priced as ``model`` would have charged them.

@@ -61,7 +61,10 @@ behaviour from a FIFO queue; an empty queue gives ``fp.default`` (a normal answe
   event (Anthropic ``event: error``, OpenAI ``data: {"error": ...}``, Ollama ``{"error":...}``).
 
 ``fp.script(..., endpoint="models")`` scripts the model-list endpoints (``/v1/models``,
-``/api/tags``) instead; they otherwise answer normally. Every request (any path) is recorded
+``/api/tags``) instead; they otherwise answer normally. ``endpoint="count_tokens"`` scripts
+Anthropic's token counting (``POST /v1/messages/count_tokens``): ``ok(input_tokens=N)`` answers
+``{"input_tokens": N}``, an error behaviour fails it; unscripted, it answers about a token per
+4 characters of the body's text. Every request (any path) is recorded
 as a ``RecordedRequest`` in ``fp.requests``: ``method``, ``path``, ``query``, ``headers``,
 ``header(name)``, ``body`` (parsed JSON or None), ``raw``, ``t`` (``time.monotonic()`` at
 arrival), ``api_key``, ``model``, ``stream``, ``behaviour``. Also: ``fp.completions()`` (only
@@ -140,7 +143,8 @@ _COMPLETION_PATHS = frozenset(
     }
 )
 Protocol = Literal["openai", "anthropic", "ollama"]
-Endpoint = Literal["completion", "models"]
+Endpoint = Literal["completion", "models", "count_tokens"]
+_COUNT_TOKENS_PATHS = frozenset({"/v1/messages/count_tokens", "/messages/count_tokens"})
 
 
 # --------------------------------------------------------------------------- behaviours
@@ -854,6 +858,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if self.command == "POST" and path in _COMPLETION_PATHS:
                 self._completion(req, _protocol_of(path))
+            elif self.command == "POST" and path in _COUNT_TOKENS_PATHS:
+                self._count_tokens(req)
             elif self.command == "GET" and path in ("/v1/models", "/models"):
                 proto: Protocol = "anthropic" if req.header("anthropic-version") else "openai"
                 self._models(req, proto)
@@ -886,6 +892,20 @@ class _Handler(BaseHTTPRequestHandler):
         req.behaviour = b
         fp._record(req)
         self._run(b, req, proto)
+
+    def _count_tokens(self, req: RecordedRequest) -> None:
+        """Anthropic's token counting: ``{"input_tokens": N}``, N the scripted ``ok``'s
+        ``input_tokens``, else about a token per 4 characters of the body's text."""
+        fp = self.server.provider
+        scripted = fp.pending("count_tokens") > 0
+        b = fp._next("count_tokens")
+        req.behaviour = b
+        fp._record(req)
+        if isinstance(b, Ok):
+            n = b.input_tokens if scripted else _rough_count(req.body)
+            self._json(200, {"input_tokens": n})
+        else:
+            self._run(b, req, "anthropic")
 
     def _models(self, req: RecordedRequest, proto: Protocol) -> None:
         fp = self.server.provider
@@ -1058,6 +1078,15 @@ def _protocol_of(path: str) -> Protocol:
     return "anthropic" if path.endswith("/messages") else "openai"
 
 
+def _rough_count(body: Any) -> int:
+    """About a token per 4 characters of a count_tokens body's system and message text."""
+    if not isinstance(body, dict):
+        return 0
+    texts = [json.dumps(body.get("system") or "")]
+    texts += [json.dumps(m.get("content") or "") for m in body.get("messages") or []]
+    return max(1, sum(len(t) for t in texts) // 4)
+
+
 def _model_list(proto: Protocol, models: list[str]) -> dict[str, Any]:
     if proto == "anthropic":
         data = [
@@ -1134,6 +1163,7 @@ class FakeProvider:
         self._queues: dict[str, collections.deque[Behaviour]] = {
             "completion": collections.deque(),
             "models": collections.deque(),
+            "count_tokens": collections.deque(),
         }
         self._requests: list[RecordedRequest] = []
         self._arrived = threading.Condition(self._lock)

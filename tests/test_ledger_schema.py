@@ -86,7 +86,7 @@ INDEXES: dict[str, dict[str, list[str]]] = {
     "calls": {
         "calls_ts_start": ["ts_start"],
         "calls_trace": ["trace_id"],
-        "calls_summary": [
+        "calls_summary_detail": [
             "status",
             "ts_start",
             "model",
@@ -99,6 +99,10 @@ INDEXES: dict[str, dict[str, list[str]]] = {
             "cost_usd",
             "latency_s",
             "ttft_s",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "cache_write_1h_tokens",
+            "reasoning_tokens",
         ],  # fmt: skip
     },
 }
@@ -110,6 +114,7 @@ APPLIED = [
     "m005_reservations",
     "m006_usage_detail",
     "m007_call_shape",
+    "m008_summary_detail",
 ]
 
 
