@@ -7,6 +7,7 @@ other runtime of benchmark B8 — no torch involved anywhere.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,8 @@ class MiniLM:
     def __init__(self, hf_dir: Path | None = None, heads: int = 12, layers: int = 6) -> None:
         from tokenizers import Tokenizer
 
-        hf_dir = hf_dir or _bertgguf.extract(Path(__file__).resolve().parent / ".minilm")
+        if hf_dir is None:
+            hf_dir = _bertgguf.extract(Path(tempfile.mkdtemp(prefix="minilm-")))
         self.w: dict[str, Any] = {
             k: np.asarray(v, dtype=np.float32)
             for k, v in _bertgguf.read_safetensors(hf_dir / "model.safetensors").items()

