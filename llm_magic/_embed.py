@@ -151,7 +151,7 @@ class Batch:
             prompt=scrub("\n\n".join(self.texts), keylike=False) if job.store_text else None,
             error_message=scrub(str(err)) if err is not None else None,
             operation="embeddings",
-            prompt_count_source="tokenizer" if job.route.provider == "local" else "estimate",
+            prompt_count_source=None if job.route.provider == "local" else "estimate",
         )
         kept = job.book.keep(rec.row())
         if kept:
@@ -255,11 +255,10 @@ def plan(
 
 
 def _counts(job: Job) -> list[int]:
-    """Each text's tokens before sending: local-embed's own tokenizer, else litellm's
-    estimate for the model."""
+    """Each text's tokens before sending, for the batches and the guards: litellm's estimate
+    for the model; none for local-embed (free, and it reports its own count)."""
     if job.route.provider == "local":
-        llm = _embedrun.model()
-        return [len(llm.tokenize(t.encode("utf-8"))) for t in job.req.texts]
+        return [0] * len(job.req.texts)
     return [gateway.count_text_tokens(job.route.litellm_model, t) for t in job.req.texts]
 
 

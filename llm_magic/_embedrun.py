@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import _bertgguf
+from . import _bertgguf, local
 from .errors import UsageProblem
 
 LOCAL_EMBED_ALIAS = "local-embed"
@@ -116,6 +116,8 @@ def model(say: Callable[[str], None] | None = None) -> Any:
                 n_ctx=_N_CTX,
                 n_batch=_N_CTX,
                 n_ubatch=_N_CTX,
+                n_threads=local._threads(),  # as the chat model's server: half the cores
+                n_threads_batch=local._threads(),
                 verbose=False,
             )
             atexit.register(_close)  # freed before the interpreter tears llama_cpp down
@@ -133,6 +135,8 @@ def _close() -> None:
 def _truncated(llm: Any, text: str) -> str:
     """``text`` cut to :data:`MAX_SEQ` tokens, as sentence-transformers cuts it (the text of
     its first 254 word pieces; the model is uncased, so the lower-cased text is the same)."""
+    if len(text) <= MAX_SEQ - 2:  # a word piece covers one character at least: it fits
+        return text
     tokens = llm.tokenize(text.encode("utf-8"))
     if len(tokens) <= MAX_SEQ:
         return text
