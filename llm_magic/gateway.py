@@ -19,6 +19,7 @@ from collections.abc import Generator
 from typing import Any
 
 from . import errors
+from ._embedrun import Embedded, from_litellm
 from ._toolcalls import ToolDelta
 from ._translate import translate_error
 from ._usage import Usage, usage_detail
@@ -29,6 +30,8 @@ __all__ = [
     "ToolDelta",
     "usage_detail",
     "stream_chat",
+    "embed",
+    "Embedded",
     "count_tokens",
     "count_text_tokens",
     "model_info",
@@ -285,6 +288,34 @@ def stream_chat(
         # Raised here, outside the handler: no __context__ (nor __cause__) links it to the
         # provider's exception, whose request and headers carry the key.
         raise failure
+
+
+def embed(
+    *,
+    model: str,
+    texts: list[str],
+    api_base: str | None = None,
+    api_key: Secret | str | None = None,
+    timeout: float = 600.0,
+) -> Embedded:
+    """One embeddings request through ``litellm.embedding`` (no retries: ours). Raises
+    :mod:`llm_magic.errors` types only, with no exception chain (as :func:`stream_chat`)."""
+    litellm = _litellm()
+    # litellm's OpenAI embedding reads ``max_retries or litellm.DEFAULT_MAX_RETRIES``: a 0 we
+    # pass becomes 2 hidden SDK retries unless its default is 0 too (the retries are ours)
+    litellm.DEFAULT_MAX_RETRIES = 0
+    kwargs: dict[str, Any] = {"model": model, "input": texts, "timeout": timeout}
+    kwargs.update(num_retries=0, max_retries=0)
+    if api_base:
+        kwargs["api_base"] = api_base
+    failure: errors.ProviderError | None = None
+    try:
+        return from_litellm(litellm.embedding(**kwargs, **_credentials(api_key, api_base)))
+    except (errors.LLMError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # every provider failure becomes one of ours
+        failure = translate_error(exc, model=model, api_base=api_base)
+    raise failure  # outside the handler: nothing chained behind it
 
 
 def _litellm_kwargs(

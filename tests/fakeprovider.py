@@ -60,6 +60,13 @@ behaviour from a FIFO queue; an empty queue gives ``fp.default`` (a normal answe
 * ``stream_error(after_chunks=1, code=529)`` -- HTTP 200 stream, then an in-stream error
   event (Anthropic ``event: error``, OpenAI ``data: {"error": ...}``, Ollama ``{"error":...}``).
 
+Embeddings: ``POST /v1/embeddings`` (and ``/embeddings``), OpenAI's wire format: ``data`` (one
+``embedding`` per input, floats or, with ``"encoding_format": "base64"``, little-endian float32
+in base64) and ``usage`` (``prompt_tokens``, ``total_tokens``). ``fp.script(embed(dim=8,
+input_tokens=None), status(429), …, endpoint="embeddings")`` scripts it; unscripted it answers
+``embed()``: deterministic vectors of ``dim`` floats from each text's hash, and one token per
+whitespace-separated word of the inputs unless ``input_tokens`` gives the request's total.
+
 ``fp.script(..., endpoint="models")`` scripts the model-list endpoints (``/v1/models``,
 ``/api/tags``) instead; they otherwise answer normally. ``endpoint="count_tokens"`` scripts
 Anthropic's token counting (``POST /v1/messages/count_tokens``): ``ok(input_tokens=N)`` answers
@@ -87,11 +94,14 @@ where the JSON is a list like ``[{"kind": "status", "code": 429, "retry_after": 
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import contextlib
 import datetime as dt
 import email.utils
+import hashlib
 import json
+import math
 import re
 import signal
 import socket
@@ -119,6 +129,8 @@ __all__ = [
     "ToolCall",
     "behaviour_from_dict",
     "cut_after",
+    "embed",
+    "Embed",
     "error_body",
     "free_port",
     "hang",
@@ -143,7 +155,7 @@ _COMPLETION_PATHS = frozenset(
     }
 )
 Protocol = Literal["openai", "anthropic", "ollama"]
-Endpoint = Literal["completion", "models", "count_tokens"]
+Endpoint = Literal["completion", "models", "count_tokens", "embeddings"]
 _COUNT_TOKENS_PATHS = frozenset({"/v1/messages/count_tokens", "/messages/count_tokens"})
 
 
@@ -246,7 +258,54 @@ class StreamError:
     answer: Ok = field(default_factory=Ok)
 
 
-Behaviour = Ok | Status | Hang | CutAfter | Malformed | StreamError
+@dataclass(frozen=True)
+class Embed:
+    """An embeddings answer: ``dim`` floats per input; ``input_tokens`` the request's total
+    (None: one per whitespace-separated word of the inputs)."""
+
+    dim: int = 8
+    input_tokens: int | None = None
+
+
+Behaviour = Ok | Status | Hang | CutAfter | Malformed | StreamError | Embed
+_EMBEDDING_PATHS = frozenset({"/v1/embeddings", "/embeddings"})
+
+
+def embed(dim: int = 8, input_tokens: int | None = None) -> Embed:
+    """An embeddings answer (see :class:`Embed`)."""
+    return Embed(dim=dim, input_tokens=input_tokens)
+
+
+def fake_vector(text: str, dim: int) -> list[float]:
+    """The fake provider's deterministic vector for ``text`` (unit length)."""
+    seed = hashlib.sha256(text.encode()).digest()
+    raw = [((seed[i % len(seed)] + 7 * i) % 251) / 125.0 - 1.0 for i in range(dim)]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [x / norm for x in raw]
+
+
+def embeddings_body(body: Any, b: Embed) -> dict[str, Any]:
+    """OpenAI's ``/v1/embeddings`` response for the request ``body``."""
+    raw = body.get("input") if isinstance(body, dict) else None
+    texts = [raw] if isinstance(raw, str) else [str(t) for t in (raw or [])]
+    b64 = isinstance(body, dict) and body.get("encoding_format") == "base64"
+    data = []
+    for i, text in enumerate(texts):
+        vec = fake_vector(text, b.dim)
+        value: Any = vec
+        if b64:
+            value = base64.b64encode(struct.pack(f"<{b.dim}f", *vec)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    tokens = b.input_tokens
+    if tokens is None:
+        tokens = sum(len(t.split()) for t in texts)
+    model = body.get("model") if isinstance(body, dict) else None
+    return {
+        "object": "list",
+        "data": data,
+        "model": model or "text-embedding-3-small",
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def ok(
@@ -332,6 +391,7 @@ def behaviour_from_dict(d: dict[str, Any]) -> Behaviour:
         "ok": ok,
         "status": status,
         "hang": hang,
+        "embed": embed,
         "cut_after": cut_after,
         "malformed": malformed,
         "stream_error": stream_error,
@@ -860,6 +920,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._completion(req, _protocol_of(path))
             elif self.command == "POST" and path in _COUNT_TOKENS_PATHS:
                 self._count_tokens(req)
+            elif self.command == "POST" and path in _EMBEDDING_PATHS:
+                self._embeddings(req)
             elif self.command == "GET" and path in ("/v1/models", "/models"):
                 proto: Protocol = "anthropic" if req.header("anthropic-version") else "openai"
                 self._models(req, proto)
@@ -907,6 +969,18 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._run(b, req, "anthropic")
 
+    def _embeddings(self, req: RecordedRequest) -> None:
+        fp = self.server.provider
+        b = fp._next("embeddings")
+        req.behaviour = b
+        fp._record(req)
+        if isinstance(b, Embed):
+            self._json(200, embeddings_body(req.body, b))
+        elif isinstance(b, (Status, Hang)):
+            self._run(b, req, "openai")
+        else:
+            raise ValueError(f"{type(b).__name__} is not an embeddings behaviour")
+
     def _models(self, req: RecordedRequest, proto: Protocol) -> None:
         fp = self.server.provider
         b = fp._next("models")
@@ -931,6 +1005,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(req, proto, b.answer, stop_after=b.n_chunks, cut=b)
         elif isinstance(b, Malformed):
             self._answer(req, proto, b.answer, stop_after=b.after_chunks, bad=b.payload)
+        elif isinstance(b, Embed):
+            self._json(200, embeddings_body(req.body, b))
         else:
             self._answer(req, proto, b.answer, stop_after=b.after_chunks, error=b.code)
 
@@ -1164,6 +1240,7 @@ class FakeProvider:
             "completion": collections.deque(),
             "models": collections.deque(),
             "count_tokens": collections.deque(),
+            "embeddings": collections.deque(),
         }
         self._requests: list[RecordedRequest] = []
         self._arrived = threading.Condition(self._lock)
@@ -1268,6 +1345,8 @@ class FakeProvider:
             q = self._queues[endpoint]
             if q:
                 return q.popleft()
+        if endpoint == "embeddings":
+            return Embed()
         return self.default if endpoint == "completion" else Ok()
 
     # -- recording
@@ -1276,6 +1355,10 @@ class FakeProvider:
         """A snapshot of every request received so far, in arrival order."""
         with self._lock:
             return list(self._requests)
+
+    def embeddings(self) -> list[RecordedRequest]:
+        """Only the embeddings requests."""
+        return [r for r in self.requests if r.path.rstrip("/") in _EMBEDDING_PATHS]
 
     def completions(self) -> list[RecordedRequest]:
         """Only the completion requests (chat / messages / generate)."""
