@@ -170,6 +170,7 @@ class Job:
     price: pricing.Price | None
     verdict: budget.Verdict
     store_text: bool
+    spent: float = 0.0  # today's spend before the request being sent (the alert's base)
     trace_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     notes: list[str] = field(default_factory=list)
 
@@ -191,6 +192,16 @@ class Job:
         held = budget.reserve(self.cfg, self.book, batch.call_id, self.route.model, worst)
         return None if held.action == "ok" else held.note
 
+    def _answered(self, result: Result) -> Result:
+        """The budget alert, once, when this request took today's spend over its line."""
+        crossed = budget.crossed(self.cfg, self.book, self.spent, result.cost_usd)
+        if crossed:
+            self.notes.append(crossed)
+            result.notes.append(crossed)
+        if result.cost_usd == result.cost_usd:  # not NaN
+            self.spent += result.cost_usd
+        return result
+
     def run(self, batch: Batch) -> Result:
         """Send ``batch`` until it answers (retries and keys as a chat call's)."""
         refused = self.refusal(batch)
@@ -205,7 +216,7 @@ class Job:
             _attempt._pick_key(pool, route, batch.attempts)
             try:
                 batch.answer = batch.send()
-                return batch.finish("ok", None)
+                return self._answered(batch.finish("ok", None))
             except KeyboardInterrupt:
                 self.notes.append("embeddings interrupted")
                 raise errors.Interrupted(batch.finish("interrupted", None)) from None
@@ -246,7 +257,7 @@ def plan(
     if route.provider == "local" and verdict.action != "ok":
         verdict = budget.Verdict("ok", verdict.spent, verdict.budget)  # free: never refused
     store = cfg.store_text if req.store_text is None else req.store_text
-    job = Job(req, cfg, book, route, price, verdict, store)
+    job = Job(req, cfg, book, route, price, verdict, store, spent=verdict.spent)
     if verdict.note and verdict.action == "ok":
         job.notes.append(verdict.note)
     if price is None:

@@ -40,13 +40,13 @@ class Schema:
 
 def parse(schema: Any) -> Schema | None:
     """``schema`` checked: a pydantic ``BaseModel`` subclass, a JSON schema dict, or a shorthand
-    dict of Python types (``{"name": str, "age": int}``); None for None."""
+    dict of Python types (``{"name": str, "tags": list[str]}``); None for None."""
     if schema is None:
         return None
     from pydantic import BaseModel
 
-    if isinstance(schema, dict) and schema and all(isinstance(v, type) for v in schema.values()):
-        schema = _shorthand(schema)
+    if isinstance(schema, dict) and schema and not any(map(_is_json, schema.values())):
+        schema = _shorthand(schema)  # {"name": str, "tags": list[str]}: no JSON value in it
     if isinstance(schema, BaseModel):
         raise UsageProblem(
             f"schema= got an instance of {type(schema).__name__}: pass the class itself, "
@@ -63,6 +63,10 @@ def parse(schema: Any) -> Schema | None:
         f"{type(schema).__name__}: e.g. schema={{'type': 'object', 'properties': "
         "{'name': {'type': 'string'}}}"
     )
+
+
+def _is_json(value: Any) -> bool:
+    return value is None or isinstance(value, (dict, list, str, int, float))
 
 
 def _shorthand(fields: dict[str, Any]) -> Any:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import llm_magic as lm
-from llm_magic import errors
+from llm_magic import budget, errors
 from tests.fakekeys import fake_key
 from tests.fakeprovider import FakeProvider, embed, fake_vector, status
 
@@ -116,6 +116,23 @@ def test_cost_cap_refuses_before_sending(provider: FakeProvider, book, monkeypat
     assert provider.embeddings() == []
     (row,) = rows(book)
     assert (row.operation, row.status, row.cost_usd) == ("embeddings", "refused_budget", 0.0)
+
+
+def test_over_the_daily_budget_is_refused_and_recorded(
+    provider: FakeProvider, book, monkeypatch
+) -> None:
+    from llm_magic import config
+
+    monkeypatch.setenv("DAILY_BUDGET_USD", "0.0000001")
+    config.reload_settings()
+    provider.script(embed(input_tokens=7), endpoint="embeddings")
+    with pytest.warns(budget.BudgetWarning, match="Budget alert"):
+        first = lm.embed(["alpha beta"], model="text-embedding-3-small")  # over budget now
+    assert any("Budget alert" in n for n in first.notes)
+    with pytest.raises(errors.BudgetRefused, match="daily budget"):
+        lm.embed(["gamma"], model="text-embedding-3-small")
+    assert len(provider.embeddings()) == 1
+    assert [r.status for r in rows(book)] == ["ok", "refused_budget"]
 
 
 @pytest.mark.parametrize(

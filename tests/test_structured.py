@@ -86,6 +86,15 @@ def test_model_without_schema_support_gets_json_mode_and_the_schema_in_its_promp
     assert any("JSON mode with the schema in the system prompt" in n for n in result.notes)
 
 
+def test_shorthand_takes_typing_constructs(provider: FakeProvider) -> None:
+    provider.script(ok('{"tags": ["a", "b"], "nick": null}'))
+    result = lm.complete("Tags?", model="gpt-4o", schema={"tags": list[str], "nick": str | None})
+    assert (result.data.tags, result.data.nick) == (["a", "b"], None)
+    sent = provider.completions()[-1].body["response_format"]["json_schema"]["schema"]
+    assert sent["properties"]["tags"]["items"] == {"type": "string"}
+    assert sent["required"] == ["tags", "nick"]
+
+
 def test_json_mode_leaves_the_chat_history_as_it_was(provider: FakeProvider) -> None:
     """The schema goes in a copy of the system prompt: a second turn does not carry it twice."""
     reset_chat("schema-chat")
