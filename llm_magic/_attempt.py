@@ -163,7 +163,8 @@ class Call:
         if not self.parts and (status == "error" or err is not None):
             return 0, 0, "estimated"  # nothing was processed, nothing is billed
         tin = self.leg.input_estimate if self.attempts > 0 and not refused else 0
-        return tin, gateway.count_text_tokens(self.route.litellm_model, self.text), "estimated"
+        written = self.text + self.tools.arguments()  # tool calls' arguments are output too
+        return tin, gateway.count_text_tokens(self.route.litellm_model, written), "estimated"
 
     def _finish_reason(self, status: str) -> str | None:
         if status == "error":
