@@ -336,6 +336,7 @@ def test_magic_tool_calls_grow_in_the_cell_and_stay_in_its_output(
         ("--tools bad", "42 is not a tool"),
         ("--max-tool-rounds 3", "--max-tool-rounds goes with --tools VAR"),
         ("-m local --tools my_tools", "the local model \\(SmolLM2-135M\\) does not do tool"),
+        ("-m gpt-4o,local --tools my_tools", "the local model \\(SmolLM2-135M\\) does not do"),
     ],
 )
 def test_magic_tools_usage_errors_are_one_line(
