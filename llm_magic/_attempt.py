@@ -279,7 +279,8 @@ class Run:
         crossed = budget.crossed(plan.cfg, plan.book, plan.verdict.spent, result.cost_usd)
         if crossed:
             result.notes.append(crossed)
-        _plan.remember(plan.req, plan.new, result.text)
+        if not (plan.req.run_tools and result.tool_calls):  # a tool round: its loop remembers
+            _plan.remember(plan.req, plan.new, result.text)
         self.result = result
 
 
