@@ -168,7 +168,8 @@ class Call:
         if not self.parts and (status == "error" or err is not None):
             return 0, 0, "estimated"  # nothing was processed, nothing is billed
         tin = self.leg.input_estimate if self.attempts > 0 and not refused else 0
-        return tin, gateway.count_text_tokens(self.route.litellm_model, self.text), "estimated"
+        written = self.text + self.tools.arguments()  # tool calls' arguments are output too
+        return tin, gateway.count_text_tokens(self.route.litellm_model, written), "estimated"
 
     def _finish_reason(self, status: str, err: errors.ProviderError | None = None) -> str | None:
         if status == "error" and not _structured.answered(err):
@@ -289,7 +290,8 @@ class Run:
         crossed = budget.crossed(plan.cfg, plan.book, plan.verdict.spent, result.cost_usd)
         if crossed:
             result.notes.append(crossed)
-        _plan.remember(plan.req, plan.new, result.text)
+        if not (plan.req.run_tools and result.tool_calls):  # a tool round: its loop remembers
+            _plan.remember(plan.req, plan.new, result.text)
         self.result = result
 
 

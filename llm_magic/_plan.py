@@ -212,15 +212,23 @@ def does_tools(plan: Plan, index: int, name: str) -> bool:
     """Whether ``name`` can take the request's tools, checked before its set-up: the embedded
     SmolLM2 cannot (llama.cpp's server ignores ``tools`` unless ``tool_choice`` forces one
     function): :class:`UsageProblem` for the user's own model, a skipped fallback otherwise."""
-    if not plan.tools or all_aliases(plan.book).get(name, name) != local.LOCAL_ALIAS:
+    if not plan.tools or not is_local(plan.book, name):
         return True
     if index == 0:
-        raise UsageProblem(
-            "the local model (SmolLM2-135M) does not do tool calling: use a provider model, "
-            "e.g. -m gpt-4o-mini"
-        )
+        raise UsageProblem(NO_LOCAL_TOOLS)
     plan.notes.append(f"Skipped fallback {name}: the local model does not do tool calling")
     return False
+
+
+NO_LOCAL_TOOLS = (
+    "the local model (SmolLM2-135M) does not do tool calling: use a provider model, "
+    "e.g. -m gpt-4o-mini"
+)
+
+
+def is_local(book: Ledger, name: str) -> bool:
+    """Whether ``name`` (a model or an alias) is the embedded model."""
+    return all_aliases(book).get(name, name) == local.LOCAL_ALIAS
 
 
 def tool_extra(plan: Plan) -> dict[str, Any]:

@@ -84,6 +84,10 @@ class ToolCalls:
     def clear(self) -> None:
         self.drafts.clear()
 
+    def arguments(self) -> str:
+        """Every call's arguments text, as written (for an estimate of the output tokens)."""
+        return "".join(d.arguments for d in self.drafts.values())
+
     def parsed(self) -> list[dict[str, Any]] | None:
         """``[{id, name, arguments}]`` with ``arguments`` a dict (None when there were none).
         Arguments that are not a JSON object (a cut stream) stay as text in ``raw_arguments``,

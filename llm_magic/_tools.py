@@ -61,6 +61,7 @@ class ToolRun:
                     f"Stopped at the tool-round limit ({limit} rounds): the model still asked "
                     f"for {names}, not run; raise max_tool_rounds (--max-tool-rounds) to go on"
                 )
+                _plan.remember(plan.req, plan.new, result.text)
                 break
             plan.new = [*plan.new, _assistant(result.text, calls), *self._run_all(calls)]
             plan.tool_round += 1

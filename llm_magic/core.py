@@ -186,11 +186,14 @@ def check_request(
 ) -> Route:
     """Check ``req`` without sending it: validate it, do its model's one-time set-up (said
     through ``say``), route it, and check an explicit ``max_tokens`` against what the model can
-    write. Raises :class:`errors.UsageProblem` (unknown model, no key, too many tokens)."""
+    write. Raises :class:`errors.UsageProblem` (unknown model, no key, too many tokens, bad
+    tools, tools for the local model)."""
     req.validate()
     cfg = cfg or settings()
     book = book if book is not None else ledger(cfg.ledger)
     name = (req.model or cfg.default_model).strip()
+    if _plan._tools(req) and _plan.is_local(book, name):
+        raise errors.UsageProblem(_plan.NO_LOCAL_TOOLS)  # before its server is started
     get_ready(name, book, say)
     route = resolve(name, cfg, book)
     if req.max_tokens is not None:
