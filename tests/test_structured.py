@@ -13,7 +13,7 @@ import llm_magic as lm
 from llm_magic import errors
 from llm_magic.core import chats, reset_chat
 from tests.conftest import published
-from tests.fakeprovider import FakeProvider, ok
+from tests.fakeprovider import FakeProvider, ok, tool_call
 
 EXACT = 1e-9  # dollars
 
@@ -70,6 +70,76 @@ def test_anthropic_wire_gets_output_format_and_data_is_a_dict(provider: FakeProv
     assert fmt["schema"]["properties"]["name"] == {"type": "string"}
     assert "structured-outputs" in (request.header("anthropic-beta") or "")
     assert book.df.iloc[-1].status == "ok"
+
+
+def _json_tool_answer(args: str, **usage: int):  # type: ignore[no-untyped-def]
+    """Claude answering through litellm's forced ``json_tool_call`` tool: a ``tool_use`` block
+    whose ``input_json_delta`` pieces are the JSON, and no text block."""
+    pieces = [args[:7], args[7:15], args[15:]]
+    return ok("", tool_calls=[tool_call("json_tool_call", pieces, id="toolu_json")], **usage)
+
+
+def _forced_json_tool(request) -> dict:  # type: ignore[no-untyped-def]
+    assert request.path.endswith("/messages") and "output_format" not in request.body
+    assert request.body["tool_choice"] == {"type": "tool", "name": "json_tool_call"}
+    (tool,) = request.body["tools"]
+    assert tool["name"] == "json_tool_call"
+    return tool["input_schema"]
+
+
+def test_older_claude_gets_the_schema_as_a_forced_tool_and_its_input_is_the_data(
+    provider: FakeProvider, book
+) -> None:
+    """claude-opus-4-1 has no native structured output in litellm's map: litellm sends the schema
+    as a forced ``json_tool_call`` tool and turns the tool's streamed input back into the text.
+    That JSON is validated into ``.data``; it is not one of the caller's tool calls."""
+    provider.script(_json_tool_answer(ADA, input_tokens=40, output_tokens=12))
+    result = lm.complete("Who?", model="claude-opus-4-1", schema=Person)
+    assert result.data == Person(name="Ada", age=36)
+    assert result.text == ADA
+    assert not result.tool_calls
+    sent = _forced_json_tool(provider.completions()[-1])
+    assert sent["required"] == ["name", "age"] and sent["additionalProperties"] is False
+    assert sent["properties"]["age"]["type"] == "integer"
+    row = book.df.iloc[-1]
+    assert (row.status, row.input_tokens, row.output_tokens) == ("ok", 40, 12)
+    assert row.tool_calls is None
+    # The price map bundled with the pinned litellm has no first-party claude-opus-4-1 entry
+    # (only Bedrock's and Databricks' ids): no price is NaN with a note, never a silent 0 …
+    assert row.cost_usd != row.cost_usd
+    assert any("%llm price claude-opus-4-1" in n for n in result.notes)
+    # … and a price set by hand prices the same call.
+    book.set_price("claude-opus-4-1", 15, 75)
+    provider.script(_json_tool_answer(ADA, input_tokens=40, output_tokens=12))
+    again = lm.complete("Who?", model="claude-opus-4-1", schema=Person)
+    assert again.data == Person(name="Ada", age=36)
+    assert abs(book.df.iloc[-1].cost_usd - (40 * 15e-6 + 12 * 75e-6)) < EXACT
+
+
+def test_older_claude_forced_tool_input_that_does_not_match_is_a_schema_mismatch(
+    provider: FakeProvider, book
+) -> None:
+    provider.script(_json_tool_answer('{"name": "Ada", "age": -3}'))
+    with pytest.raises(errors.SchemaMismatch, match="-3 is less than the minimum of 0"):
+        lm.complete("Who?", model="claude-opus-4-1", schema=PERSON_SCHEMA)
+    _forced_json_tool(provider.completions()[-1])
+    row = book.df.iloc[-1]
+    assert (row.status, row.error_type) == ("error", "schema_mismatch")
+    assert row.response == '{"name": "Ada", "age": -3}'
+
+
+def test_open_object_schema_on_new_claude_goes_as_the_forced_tool_too(
+    provider: FakeProvider, book
+) -> None:
+    """An object left open (``additionalProperties: true``) is not Anthropic's native format:
+    litellm uses the forced tool even on claude-sonnet-4-5, which is priced."""
+    open_schema = {**PERSON_SCHEMA, "additionalProperties": True}
+    answer = '{"name": "Ada", "age": 36, "field": "computing"}'
+    provider.script(_json_tool_answer(answer, input_tokens=40, output_tokens=12))
+    result = lm.complete("Who?", model="claude-sonnet-4-5", schema=open_schema)
+    assert result.data == {"name": "Ada", "age": 36, "field": "computing"}
+    assert _forced_json_tool(provider.completions()[-1])["additionalProperties"] is True
+    assert abs(book.df.iloc[-1].cost_usd - (40 * 3e-6 + 12 * 15e-6)) < EXACT
 
 
 def test_model_without_schema_support_gets_json_mode_and_the_schema_in_its_prompt(

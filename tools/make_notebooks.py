@@ -368,6 +368,234 @@ for i in range(6):
 ]
 
 
+TOOLS_JSON_EMBED = [
+    (
+        "markdown",
+        """
+# Tools, JSON output and embeddings — on the local model, with no key
+
+Three kinds of call beyond text in, text out: an answer as JSON that validates against a schema,
+embedding vectors, and tool calling. Everything here runs on this machine: SmolLM2-135M for
+chat, all-MiniLM-L6-v2 (`local-embed`) for embeddings. Every call of this notebook is tagged
+`agent="nb06"` so that the ledger at the end shows only them.
+""",
+    ),
+    (
+        "code",
+        """
+%load_ext llm_magic
+import llm_magic as lm
+from pydantic import BaseModel
+
+AGENT = "nb06"
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+""",
+    ),
+    (
+        "markdown",
+        """
+## JSON output that validates
+
+`schema=` (or `%%llm --schema VAR`) asks for JSON matching a pydantic model or a JSON schema;
+`Result.data` is the validated object. On the embedded model llama.cpp constrains sampling with
+a grammar built from the schema, so even SmolLM2-135M answers valid JSON.
+`--schema Person` implies `-f json`: the answer is shown pretty-printed, and `-o who` keeps the
+`Result`.
+""",
+    ),
+    (
+        "code",
+        """
+%%llm -m local --max-tokens 64 --schema Person --agent nb06 -o who
+Invent a person: give a name and an age.
+""",
+    ),
+    ("code", "who.data, type(who.data).__name__, who.text"),
+    (
+        "markdown",
+        'A JSON schema dict works too (then `.data` is the parsed JSON), and so does the shorthand `{"field": type}` (a pydantic model is made from it):',
+    ),
+    (
+        "code",
+        """
+fruit_schema = {
+    "type": "object",
+    "properties": {"fruit": {"type": "string"}, "colour": {"type": "string"}},
+    "required": ["fruit", "colour"],
+}
+r = lm.complete("Name a fruit and its colour.", model="local", max_tokens=64, schema=fruit_schema, agent=AGENT)
+r.data
+""",
+    ),
+    (
+        "code",
+        """
+r = lm.complete("Name a city and its country.", model="local", max_tokens=64, schema={"city": str, "country": str}, agent=AGENT)
+r.data
+""",
+    ),
+    (
+        "markdown",
+        """
+An answer that is not valid JSON is never a silent string. Here `max_tokens=4` cuts the JSON
+short: the call raises `InvalidJSON` (a `ProviderError`) whose message says how to fix it, and
+its ledger row says `error`, with the tokens it really used.
+""",
+    ),
+    (
+        "code",
+        """
+try:
+    lm.complete("Invent a person.", model="local", schema=Person, max_tokens=4, agent=AGENT)
+except lm.errors.InvalidJSON as err:
+    print(err)
+    print(repr(err.result.text))
+""",
+    ),
+    (
+        "markdown",
+        """
+## Embeddings
+
+`lm.embed(texts)` returns the vectors as a NumPy array of shape (n, dim) and says what they
+cost. The default model, `local-embed`, is the real all-MiniLM-L6-v2 (384 dimensions) run by
+llama.cpp from a one-time GGUF conversion of its weights: no key, no torch.
+""",
+    ),
+    (
+        "code",
+        """
+texts = ["A cat sits on the mat", "A kitten is sitting on a rug", "Stock markets fell sharply today"]
+e = lm.embed(texts, agent=AGENT)
+e
+""",
+    ),
+    ("code", "e.vectors.shape, e.vectors.dtype, e.input_tokens, e.cost_usd"),
+    (
+        "markdown",
+        "The vectors have unit length, so their dot products are cosine similarities: the cat is much closer to the kitten than to the stock market.",
+    ),
+    (
+        "code",
+        """
+import pandas as pd
+
+labels = ["cat", "kitten", "stocks"]
+similarity = pd.DataFrame(e.vectors @ e.vectors.T, index=labels, columns=labels).round(3)
+similarity
+""",
+    ),
+    ("code", 'bool(similarity.loc["cat", "kitten"] > similarity.loc["cat", "stocks"])'),
+    (
+        "markdown",
+        "Each embedding request is a ledger row like a chat call, with `operation='embeddings'` (large inputs go in several requests, with a progress bar):",
+    ),
+    (
+        "code",
+        """
+rows = lm.ledger().df.query("agent == @AGENT and operation == 'embeddings'")
+rows[["operation", "model", "status", "input_tokens", "output_tokens", "cost_usd", "latency_s"]]
+""",
+    ),
+    (
+        "markdown",
+        """
+## Tools
+
+`tools=[...]` takes plain Python functions: the JSON schema sent to the model is built from the
+signature, and the docstring describes the tool and its parameters. This is the schema
+llm_magic sends for `get_weather` (OpenAI's form; litellm gives it to Anthropic as
+`input_schema`):
+""",
+    ),
+    (
+        "code",
+        """
+import json
+
+from llm_magic._toolcalls import tools_of
+
+
+def get_weather(city: str, unit: str = "C") -> str:
+    \"\"\"The weather now in a city.
+
+    Args:
+        city: the city's name, e.g. Paris
+        unit: C or F
+    \"\"\"
+    return f"18°{unit} in {city}"
+
+
+print(json.dumps(tools_of([get_weather])[0].schema, indent=2))
+""",
+    ),
+    (
+        "markdown",
+        """
+SmolLM2-135M does not do tool calling, so tools on `local` are refused before anything is sent
+or recorded, with a message that names the fix (in a `%%llm --tools` cell it is a one-line
+usage error):
+""",
+    ),
+    (
+        "code",
+        """
+try:
+    lm.complete("What is the weather in Paris?", model="local", tools=[get_weather], run_tools=True, agent=AGENT)
+except lm.errors.UsageProblem as err:
+    print(err)
+""",
+    ),
+    (
+        "markdown",
+        """
+With a key, the same call runs the tool and sends its result back (`run_tools=True`, at most 5
+rounds, each its own ledger row under one `trace_id`); `Result.tool_calls` holds the calls,
+parsed. This cell runs only when `OPENAI_API_KEY` is set.
+""",
+    ),
+    (
+        "code",
+        """
+import os
+
+if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEYS"):
+    r = lm.complete("What is the weather in Paris?", model="gpt-4o-mini", tools=[get_weather], run_tools=True, agent=AGENT)
+    print(r.text, r.notes, sep="\\n")
+else:
+    print("No OPENAI_API_KEY: tool calling needs a provider model.")
+""",
+    ),
+    (
+        "markdown",
+        """
+## The ledger
+
+This notebook's rows by `operation` (`chat` or `embeddings`), then each row: `tool_calls` holds
+a call's tool calls as JSON (empty here without a key), and `response` the JSON answer that
+`Result.data` was validated from (the cut one is an `invalid_json` error row).
+""",
+    ),
+    (
+        "code",
+        """
+mine = lm.ledger().df.query("agent == @AGENT")
+mine.groupby(["operation", "status"]).agg(calls=("call_id", "size"), input_tokens=("input_tokens", "sum"), cost_usd=("cost_usd", "sum"))
+""",
+    ),
+    (
+        "code",
+        """
+mine[["operation", "model", "status", "error_type", "finish_reason", "tool_calls", "response", "input_tokens", "output_tokens"]]
+""",
+    ),
+]
+
+
 def main() -> None:
     out = ROOT / "notebooks"
     out.mkdir(exist_ok=True)
@@ -376,6 +604,7 @@ def main() -> None:
         "02_compare_providers.ipynb": COMPARE,
         "03_latency.ipynb": LATENCY,
         "04_spend_and_budget.ipynb": SPEND,
+        "06_tools_json_embeddings.ipynb": TOOLS_JSON_EMBED,
     }
     for name, cells in books.items():
         (out / name).write_text(json.dumps(nb(cells), indent=1, ensure_ascii=False) + "\n")
