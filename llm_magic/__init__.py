@@ -22,6 +22,7 @@ __all__ = [
     "acomplete",
     "embed",
     "Embeddings",
+    "tool_schema",
     "ledger",
     "compare",
     "plots",
@@ -42,6 +43,7 @@ _LAZY = {
     "reset_chat": "llm_magic.core",
     "embed": "llm_magic._embed",
     "Embeddings": "llm_magic.embeddings",
+    "tool_schema": "llm_magic._toolcalls",
     "ledger": "llm_magic.store",
     "Ledger": "llm_magic.store",
     "Result": "llm_magic.result",
@@ -53,6 +55,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from . import errors, plots
     from ._embed import embed
+    from ._toolcalls import tool_schema
     from .comparison import compare
     from .core import Stream, acomplete, complete, reset_chat, stream
     from .embeddings import Embeddings

@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import UsageProblem
 
-__all__ = ["Tool", "ToolDelta", "ToolCalls", "ToolEvent", "tools_of", "show_call"]
+__all__ = ["Tool", "ToolDelta", "ToolCalls", "ToolEvent", "tools_of", "tool_schema", "show_call"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what OpenAI and Anthropic accept as a tool name
 _PARAM_DOC = re.compile(r"^\s*(?::param\s+)?(\w+)\s*(?:\([^)]*\))?\s*:\s*(.+)$")
@@ -116,6 +116,12 @@ def show_call(call: dict[str, Any]) -> str:
     if args is None:
         args = json.dumps(call.get("arguments") or {}, ensure_ascii=False)
     return f"⚙ {call.get('name', '?')}({args})"
+
+
+def tool_schema(tool: Any) -> dict[str, Any]:
+    """The schema llm_magic sends for ``tool`` (a Python function or a JSON-schema tool):
+    ``{"type": "function", "function": {name, description, parameters}}``."""
+    return tools_of([tool])[0].schema
 
 
 def tools_of(tools: Any, *, runnable: bool = False) -> list[Tool]:

@@ -89,6 +89,14 @@ def test_the_schema_of_a_function_comes_from_its_signature_and_docstring() -> No
     assert tool.schema == WEATHER_SCHEMA
 
 
+def test_lm_tool_schema_shows_what_is_sent_for_a_function() -> None:
+    import llm_magic as lm
+
+    assert lm.tool_schema(get_weather) == WEATHER_SCHEMA
+    with pytest.raises(errors.UsageProblem, match="not a tool|tools must be"):
+        lm.tool_schema(42)
+
+
 def test_json_schema_tools_are_taken_whole_or_bare_and_pydantic_types_are_described() -> None:
     bare = {"name": "lookup", "description": "Look up", "parameters": {"type": "object"}}
     whole, plain, typed = tools_of([WEATHER_SCHEMA, bare, book_trip])

@@ -517,7 +517,7 @@ llm_magic sends for `get_weather` (OpenAI's form; litellm gives it to Anthropic 
         """
 import json
 
-from llm_magic._toolcalls import tools_of
+import llm_magic as lm
 
 
 def get_weather(city: str, unit: str = "C") -> str:
@@ -530,7 +530,7 @@ def get_weather(city: str, unit: str = "C") -> str:
     return f"18°{unit} in {city}"
 
 
-print(json.dumps(tools_of([get_weather])[0].schema, indent=2))
+print(json.dumps(lm.tool_schema(get_weather), indent=2))
 """,
     ),
     (
