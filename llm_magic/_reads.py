@@ -55,8 +55,7 @@ def summary_query(by: str, today: bool) -> SummaryQuery:
             *(func.coalesce(func.sum(c[part]), 0).label(part) for part in USAGE_DETAIL),
         )
         .where(*where)
-        .group_by(key, c.model, c.provider)
-        .order_by(key)
+        .group_by(key, c.model, c.provider)  # sorted by key when folded (summary_frame)
     )
     ok = [*where, c.status == "ok"]
     inputs = select(key, c.latency_s, c.ttft_s).where(*ok)
