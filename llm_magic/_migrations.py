@@ -149,9 +149,10 @@ def m007_call_shape(conn: Connection) -> None:
 
 
 def m008_summary_detail(conn: Connection) -> None:
-    """``summary()`` also sums the usage detail (cache reads and writes, reasoning) by model:
-    its covering index, remade with those columns (``calls_summary`` of m003 goes: one index
-    to keep up per write, not two)."""
+    """``summary()`` also sums the usage detail (cache reads and writes, reasoning): its
+    covering index, remade with those columns (``calls_summary`` of m003 goes: one index to
+    keep up per write, not two); and what the cache saved, priced per model, reads the calls
+    that used the cache through a partial index of those calls only."""
     from sqlalchemy import text
 
     conn.execute(text("DROP INDEX IF EXISTS calls_summary"))
@@ -162,6 +163,14 @@ def m008_summary_detail(conn: Connection) -> None:
             '"input_tokens", "output_tokens", "cost_usd", "latency_s", "ttft_s", '
             '"cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens", '
             '"reasoning_tokens")'
+        )
+    )
+    conn.execute(
+        text(
+            "CREATE INDEX IF NOT EXISTS calls_cache_used ON calls "
+            '("ts_start", "status", "model", "provider", "agent", "user", "chat", '
+            '"cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens") '
+            "WHERE cache_read_tokens > 0 OR cache_write_tokens > 0"
         )
     )
 

@@ -104,6 +104,18 @@ INDEXES: dict[str, dict[str, list[str]]] = {
             "cache_write_1h_tokens",
             "reasoning_tokens",
         ],  # fmt: skip
+        "calls_cache_used": [
+            "ts_start",
+            "status",
+            "model",
+            "provider",
+            "agent",
+            "user",
+            "chat",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "cache_write_1h_tokens",
+        ],  # fmt: skip (WHERE cache_read_tokens > 0 OR cache_write_tokens > 0)
     },
 }
 APPLIED = [
