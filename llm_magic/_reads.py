@@ -21,7 +21,6 @@ INT_COLUMNS = [name for name, kind in COLUMNS if kind == "int"]
 
 
 SUMMED = ["calls", "errors", "input_tokens", "output_tokens", "unpriced_calls", *USAGE_DETAIL]
-CACHE_PARTS = ("cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens")
 
 
 class SummaryQuery(NamedTuple):
@@ -30,7 +29,7 @@ class SummaryQuery(NamedTuple):
     ok: list[Any]  # the WHERE of the ok calls
     key: Any  # the grouping expression, labelled ``by``
     by: str
-    cached: Any  # cache reads and writes by key, model and provider, of the calls that used it
+    detail: Any  # the usage detail by key, model and provider, of the calls that report some
 
 
 def summary_query(by: str, today: bool) -> SummaryQuery:
@@ -52,30 +51,30 @@ def summary_query(by: str, today: bool) -> SummaryQuery:
             func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"),
             func.sum(c.cost_usd).label("cost_usd"),  # NULL when every cost is unknown
             func.sum(case((c.cost_usd.is_(None), 1), else_=0)).label("unpriced_calls"),
-            *(func.coalesce(func.sum(c[part]), 0).label(part) for part in USAGE_DETAIL),
         )
         .where(*where)
         .group_by(key)
         .order_by(key)
     )
-    # the calls that used the cache, by key and model (what the cache saved is priced per
-    # model): read through the partial index calls_cache_used, whose WHERE this repeats
-    # literally (a bound parameter would not match it)
+    # the usage detail of the calls that report some, by key and model (what the cache saved
+    # is priced per model): read through the partial index calls_usage_detail, whose WHERE
+    # this repeats literally (a bound parameter would not match it)
     zero: Any = literal_column("0")
-    used = or_(c.cache_read_tokens > zero, c.cache_write_tokens > zero)
-    cached = (
+    some = or_(*(c[part] > zero for part in ("cache_read_tokens", "cache_write_tokens")),
+               c.reasoning_tokens > zero)  # fmt: skip
+    detail = (
         select(
             key,
             c.model.label("_model"),
             c.provider.label("_provider"),
-            *(func.sum(c[part]).label(part) for part in CACHE_PARTS),
+            *(func.sum(c[part]).label(part) for part in USAGE_DETAIL),
         )
-        .where(*where, used)
+        .where(*where, some)
         .group_by(key, c.model, c.provider)
     )
     ok = [*where, c.status == "ok"]
     inputs = select(key, c.latency_s, c.ttft_s).where(*ok)
-    return SummaryQuery(totals, inputs, ok, key, by, cached)
+    return SummaryQuery(totals, inputs, ok, key, by, detail)
 
 
 def typed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -105,17 +104,17 @@ def summary_parts(
     query: SummaryQuery,
     fast: Callable[[], pd.DataFrame | None] | None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The totals, the cached calls by key and model, and the latency spread of ok calls
+    """The totals, the usage detail by key and model, and the latency spread of ok calls
     (PostgreSQL's percentiles; for SQLite pandas' over three columns, read by ``fast`` when
     given)."""
     import pandas as pd
     from sqlalchemy import func, select
 
-    totals, inputs, ok, key, by, cached = query
+    totals, inputs, ok, key, by, detail = query
     c = tables()["calls"].c
     with engine.connect() as conn:
         out = pd.read_sql(totals, conn).set_index(by)
-        used = pd.read_sql(cached, conn)
+        used = pd.read_sql(detail, conn)
         if dialect == "postgresql":
             pct = (
                 select(
@@ -147,20 +146,25 @@ def summary_parts(
 def summary_frame(
     out: pd.DataFrame,
     spread: pd.DataFrame,
-    cached: pd.DataFrame,
+    detail: pd.DataFrame,
     saved: Callable[[pd.DataFrame], Any] | None,
 ) -> pd.DataFrame:
-    """Totals and spread joined, with what the prompt cache saved by key (``saved``: dollars
-    for each row of ``cached``, the cached calls by key and model; NaN without it), with fixed
-    dtypes (even when empty)."""
-    out["cache_saved_usd"] = 0.0
-    if len(cached):  # pricing (maybe litellm) only if the cache was used
-        for col in CACHE_PARTS:
-            cached[col] = cached[col].fillna(0).astype("int64")
-        per_row = saved(cached) if saved else float("nan")
-        by_key = cached.assign(saved=per_row).groupby(str(out.index.name))["saved"].sum(min_count=1)
-        out.loc[by_key.index, "cache_saved_usd"] = by_key
-    out = out.join(spread, how="left")
+    """Totals, the usage detail summed by key, what the prompt cache saved by key (``saved``:
+    dollars for each row of ``detail`` that used the cache; NaN without it) and the spread
+    joined, with fixed dtypes (even when empty)."""
+    for col in USAGE_DETAIL:
+        detail[col] = detail[col].fillna(0).astype("int64")
+    used = detail[(detail["cache_read_tokens"] > 0) | (detail["cache_write_tokens"] > 0)]
+    detail["cache_saved_usd"] = 0.0
+    if len(used):  # pricing (maybe litellm) only if the cache was used
+        detail.loc[used.index, "cache_saved_usd"] = saved(used) if saved else float("nan")
+    grouped = detail.groupby(str(out.index.name))
+    sums = grouped[list(USAGE_DETAIL)].sum()
+    sums["cache_saved_usd"] = grouped["cache_saved_usd"].sum(min_count=1)
+    out = out.join(sums, how="left").join(spread, how="left")
+    for col in USAGE_DETAIL:
+        out[col] = out[col].fillna(0)
+    out["cache_saved_usd"] = out["cache_saved_usd"].where(out.index.isin(sums.index), 0.0)
     for col in SUMMED:
         out[col] = out[col].astype("int64")
     for col in ("cost_usd", "cache_saved_usd", "p50_latency_s", "p95_latency_s", "p50_ttft_s"):
