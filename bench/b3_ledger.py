@@ -547,7 +547,9 @@ def run(ctx: Ctx) -> Section:
     lines += [
         "`Ledger.summary` aggregates counts, tokens and cost in one SQL `GROUP BY` that reads "
         "the ledger's covering index `calls_summary` (migration m003: the columns it reads, "
-        "~120 bytes a row, instead of every row's text); SQLite has no percentiles, so the "
+        "~120 bytes a row, instead of every row's text), and the usage detail by model (what "
+        "the cache saved) through the partial index `calls_usage_detail` (m008: only the calls "
+        "that report some); SQLite has no percentiles, so the "
         "latency and TTFT of the ok calls are fetched through the same index by ADBC, in a "
         "child process started before the `GROUP BY` runs here (the two overlap), and their "
         "p50/p95 computed in pandas. On PostgreSQL both are one SQL query (`percentile_cont`).",

@@ -149,19 +149,18 @@ def m007_call_shape(conn: Connection) -> None:
 
 
 def m008_summary_detail(conn: Connection) -> None:
-    """``summary()`` also sums the usage detail (cache reads and writes, reasoning) by model:
-    its covering index, remade with those columns (``calls_summary`` of m003 goes: one index
-    to keep up per write, not two)."""
+    """``summary()`` also sums the usage detail (cache reads and writes, reasoning) and prices
+    what the cache saved by model: it reads them through this partial covering index of the
+    calls that report some detail only (the totals keep reading ``calls_summary`` as before)."""
     from sqlalchemy import text
 
-    conn.execute(text("DROP INDEX IF EXISTS calls_summary"))
     conn.execute(
         text(
-            "CREATE INDEX IF NOT EXISTS calls_summary_detail ON calls "
-            '("status", "ts_start", "model", "provider", "agent", "user", "chat", '
-            '"input_tokens", "output_tokens", "cost_usd", "latency_s", "ttft_s", '
+            "CREATE INDEX IF NOT EXISTS calls_usage_detail ON calls "
+            '("ts_start", "status", "model", "provider", "agent", "user", "chat", '
             '"cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens", '
-            '"reasoning_tokens")'
+            '"reasoning_tokens") '
+            "WHERE cache_read_tokens > 0 OR cache_write_tokens > 0 OR reasoning_tokens > 0"
         )
     )
 

@@ -29,11 +29,12 @@ class SummaryQuery(NamedTuple):
     ok: list[Any]  # the WHERE of the ok calls
     key: Any  # the grouping expression, labelled ``by``
     by: str
+    detail: Any  # the usage detail by key, model and provider, of the calls that report some
 
 
 def summary_query(by: str, today: bool) -> SummaryQuery:
     """The queries of ``Ledger.summary(by, today)``; :class:`UsageProblem` for a bad ``by``."""
-    from sqlalchemy import case, func, literal, select
+    from sqlalchemy import case, func, literal, literal_column, or_, select
 
     if by not in GROUPS:
         raise UsageProblem(f"cannot group by {by!r}: use one of {', '.join(GROUPS)}")
@@ -44,23 +45,36 @@ def summary_query(by: str, today: bool) -> SummaryQuery:
     totals = (
         select(
             key,
-            c.model.label("_model"),  # by model too: what the cache saved is priced per model
-            c.provider.label("_provider"),
             func.count().label("calls"),
             func.sum(case((c.status != "ok", 1), else_=0)).label("errors"),
             func.coalesce(func.sum(c.input_tokens), 0).label("input_tokens"),
             func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"),
             func.sum(c.cost_usd).label("cost_usd"),  # NULL when every cost is unknown
             func.sum(case((c.cost_usd.is_(None), 1), else_=0)).label("unpriced_calls"),
-            *(func.coalesce(func.sum(c[part]), 0).label(part) for part in USAGE_DETAIL),
         )
         .where(*where)
-        .group_by(key, c.model, c.provider)
+        .group_by(key)
         .order_by(key)
+    )
+    # the usage detail of the calls that report some, by key and model (what the cache saved
+    # is priced per model): read through the partial index calls_usage_detail, whose WHERE
+    # this repeats literally (a bound parameter would not match it)
+    zero: Any = literal_column("0")
+    some = or_(*(c[part] > zero for part in ("cache_read_tokens", "cache_write_tokens")),
+               c.reasoning_tokens > zero)  # fmt: skip
+    detail = (
+        select(
+            key,
+            c.model.label("_model"),
+            c.provider.label("_provider"),
+            *(func.sum(c[part]).label(part) for part in USAGE_DETAIL),
+        )
+        .where(*where, some)
+        .group_by(key, c.model, c.provider)
     )
     ok = [*where, c.status == "ok"]
     inputs = select(key, c.latency_s, c.ttft_s).where(*ok)
-    return SummaryQuery(totals, inputs, ok, key, by)
+    return SummaryQuery(totals, inputs, ok, key, by, detail)
 
 
 def typed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -89,16 +103,18 @@ def summary_parts(
     dialect: str,
     query: SummaryQuery,
     fast: Callable[[], pd.DataFrame | None] | None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The totals, and the latency spread of ok calls (PostgreSQL's percentiles; for SQLite
-    pandas' over three columns, read by ``fast`` when given)."""
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The totals, the usage detail by key and model, and the latency spread of ok calls
+    (PostgreSQL's percentiles; for SQLite pandas' over three columns, read by ``fast`` when
+    given)."""
     import pandas as pd
     from sqlalchemy import func, select
 
-    totals, inputs, ok, key, by = query
+    totals, inputs, ok, key, by, detail = query
     c = tables()["calls"].c
     with engine.connect() as conn:
-        out = pd.read_sql(totals, conn)
+        out = pd.read_sql(totals, conn).set_index(by)
+        used = pd.read_sql(detail, conn)
         if dialect == "postgresql":
             pct = (
                 select(
@@ -124,28 +140,33 @@ def summary_parts(
                     "p50_ttft_s": grouped["ttft_s"].median(),
                 }
             )
-    return out, spread
+    return out, spread, used
 
 
 def summary_frame(
-    out: pd.DataFrame, spread: pd.DataFrame, by: str, saved: Callable[[pd.DataFrame], Any] | None
+    out: pd.DataFrame,
+    spread: pd.DataFrame,
+    detail: pd.DataFrame,
+    saved: Callable[[pd.DataFrame], Any] | None,
 ) -> pd.DataFrame:
-    """Totals (by key, model and provider) folded by key, with what the cache saved
-    (``saved``: dollars per totals row; NaN without it), joined to the spread, with fixed
-    dtypes (even when empty)."""
+    """Totals, the usage detail summed by key, what the prompt cache saved by key (``saved``:
+    dollars for each row of ``detail`` that used the cache; NaN without it) and the spread
+    joined, with fixed dtypes (even when empty)."""
+    for col in USAGE_DETAIL:
+        detail[col] = detail[col].fillna(0).astype("int64")
+    used = detail[(detail["cache_read_tokens"] > 0) | (detail["cache_write_tokens"] > 0)]
+    detail["cache_saved_usd"] = 0.0
+    if len(used):  # pricing (maybe litellm) only if the cache was used
+        detail.loc[used.index, "cache_saved_usd"] = saved(used) if saved else float("nan")
+    grouped = detail.groupby(str(out.index.name))
+    sums = grouped[list(USAGE_DETAIL)].sum()
+    sums["cache_saved_usd"] = grouped["cache_saved_usd"].sum(min_count=1)
+    out = out.join(sums, how="left").join(spread, how="left")
+    for col in USAGE_DETAIL:
+        out[col] = out[col].fillna(0)
+    out["cache_saved_usd"] = out["cache_saved_usd"].where(out.index.isin(sums.index), 0.0)
     for col in SUMMED:
         out[col] = out[col].astype("int64")
-    out["cost_usd"] = out["cost_usd"].astype("float64")
-    cached = (out["cache_read_tokens"] > 0) | (out["cache_write_tokens"] > 0)
-    out["cache_saved_usd"] = 0.0
-    if cached.any():  # priced only where the cache was used (pricing may load litellm)
-        out.loc[cached, "cache_saved_usd"] = saved(out[cached]) if saved else float("nan")
-    grouped = out.groupby(by, sort=True)
-    folded = grouped[SUMMED].sum()
-    for col in ("cost_usd", "cache_saved_usd"):  # NaN when no part of it is known
-        folded[col] = grouped[col].sum(min_count=1)
-    order = ["calls", "errors", "input_tokens", "output_tokens", "cost_usd", "unpriced_calls"]
-    folded = folded[[*order, *USAGE_DETAIL, "cache_saved_usd"]].join(spread, how="left")
     for col in ("cost_usd", "cache_saved_usd", "p50_latency_s", "p95_latency_s", "p50_ttft_s"):
-        folded[col] = folded[col].astype("float64")
-    return folded
+        out[col] = out[col].astype("float64")
+    return out

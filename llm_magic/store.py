@@ -335,13 +335,13 @@ class Ledger:
             # read (ADBC, in a child process) while SQLite groups the totals here
             fast = self._arrow_frame(query.inputs, ["latency_s", "ttft_s"])
         try:
-            out, spread = _reads.summary_parts(self._engine, self.dialect, query, fast)
+            out, spread, detail = _reads.summary_parts(self._engine, self.dialect, query, fast)
         finally:
             if fast is not None:
                 fast()  # the child is held until its answer is read, whatever happened here
         saver = Ledger.saver
         saved = None if saver is None else (lambda rows: saver(self, rows))
-        return _reads.summary_frame(out, spread, query.by, saved)
+        return _reads.summary_frame(out, spread, detail, saved)
 
     def reprice(self, model: str) -> pd.DataFrame:
         """What-if: every call's tokens priced as ``model`` would have charged them.

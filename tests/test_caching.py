@@ -96,6 +96,30 @@ def test_openai_caches_by_itself_a_note_says_so(provider: FakeProvider, book) ->
     assert result.status == "ok"
 
 
+def test_local_and_other_routes_are_left_as_they_are() -> None:
+    from llm_magic import _caching
+    from llm_magic.models import Route
+
+    sent = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": DOCUMENT}]
+    for provider, says in (("local", "llama.cpp"), ("gemini", "Anthropic routes only")):
+        notes: list[str] = []
+        route = Route("m", "m", provider, f"{provider}/m")
+        assert _caching.mark(route, sent, notes) is sent  # nothing marked, no error
+        assert len(notes) == 1 and says in notes[0]
+
+
+def test_count_url_under_each_kind_of_base(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llm_magic._count_api import count_url
+
+    monkeypatch.delenv("ANTHROPIC_API_BASE", raising=False)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+    assert count_url(None) == "https://api.anthropic.com/v1/messages/count_tokens"
+    for base in ("http://h:1", "http://h:1/", "http://h:1/v1", "http://h:1/v1/messages"):
+        assert count_url(base) == "http://h:1/v1/messages/count_tokens", base
+    monkeypatch.setenv("ANTHROPIC_API_BASE", "http://proxy:2")
+    assert count_url(None) == "http://proxy:2/v1/messages/count_tokens"
+
+
 # --------------------------------------------------------------------------- savings
 
 

@@ -86,7 +86,7 @@ INDEXES: dict[str, dict[str, list[str]]] = {
     "calls": {
         "calls_ts_start": ["ts_start"],
         "calls_trace": ["trace_id"],
-        "calls_summary_detail": [
+        "calls_summary": [
             "status",
             "ts_start",
             "model",
@@ -99,11 +99,20 @@ INDEXES: dict[str, dict[str, list[str]]] = {
             "cost_usd",
             "latency_s",
             "ttft_s",
+        ],  # fmt: skip
+        "calls_usage_detail": [
+            "ts_start",
+            "status",
+            "model",
+            "provider",
+            "agent",
+            "user",
+            "chat",
             "cache_read_tokens",
             "cache_write_tokens",
             "cache_write_1h_tokens",
             "reasoning_tokens",
-        ],  # fmt: skip
+        ],  # fmt: skip (partial: the calls that report some usage detail)
     },
 }
 APPLIED = [
