@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import struct
 import zipfile
 from pathlib import Path
@@ -113,7 +114,7 @@ def convert(hf_dir: Path, out: Path) -> Path:
 
     hp = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
     arch = gguf.MODEL_ARCH.BERT
-    tmp = out.with_name(out.name + ".part")
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.part")  # own name: two kernels may convert
     w = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[arch])
     w.add_name("all-MiniLM-L6-v2")
     w.add_context_length(hp["max_position_embeddings"])
