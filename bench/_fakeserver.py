@@ -37,7 +37,7 @@ def _replay_frames() -> None:
             done[key] = render(wire)
         return done[key]
 
-    fakeprovider._Wire.frames = frames  # type: ignore[method-assign]
+    fakeprovider._Wire.frames = frames  # type: ignore[method-assign,assignment]
 
 
 def main() -> int:
