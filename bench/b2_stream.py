@@ -44,7 +44,9 @@ from .common import (
     use_openai_server,
 )
 
-MODEL = "gpt-4o"
+# 32,768 output tokens at most in the bundled map: room for the 20,000-chunk answer (gpt-4o's
+# 16,384 is refused before sending, as a user asking that many would be)
+MODEL = "gpt-4.1"
 PROMPT = "Stream a long answer, please."
 WORDS = (
     "the quick brown fox jumps over lazy dogs while streaming tokens into notebooks "
@@ -221,6 +223,7 @@ def _one_size(
             "lm": lambda: _lm_stream(n),
             "magic": lambda: _magic(shell, n),
         }
+        _floor(client, base, n)  # untimed: the server renders this answer's frames once
         order = list(paths)
         first = 0 if warm else 1  # round 0 warms up (connections, tokenizer), not counted
         for r in range(first, ctx.runs + 1):
@@ -341,7 +344,7 @@ def run(ctx: Ctx) -> Section:
     lines = [
         f"Runs: {ctx.runs} per size (after one warm-up round at the first size); the four "
         "readers in rotating order within each run. The server (`tests.fakeprovider`, its own "
-        "process) sends each chunk as one SSE event with no delay; model `gpt-4o`, "
+        f"process) sends each chunk as one SSE event with no delay; model `{MODEL}`, "
         "`stream_options.include_usage`. Targets: time to last ≤ 1.10× raw litellm; TTFT "
         "overhead ≤ 5 ms median; display updates ≤ 30/s.",
         "",
@@ -350,7 +353,9 @@ def run(ctx: Ctx) -> Section:
         "bare httpx floor included, in whichever reader followed a long stream: background "
         "work left by the previous stream (litellm finishes its logging of a stream in a "
         "thread; collections of its chunk objects), not the reader's own path. The fake "
-        "server runs with its garbage collector off for the same reason.",
+        "server runs with its garbage collector off for the same reason, and replays each "
+        "answer's frames rendered on the warm-up call: rendering all of them before the first "
+        "byte put O(chunks) server time, and its noise, inside every time to first token.",
         "",
     ]
     ratio_lm: dict[int, list[float]] = {}
