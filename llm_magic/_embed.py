@@ -179,14 +179,15 @@ class Job:
         if self.verdict.action != "ok":  # over the daily budget: no embedding downgrade
             return self.verdict.note
         worst = budget.worst_case_cost(self.price, batch.estimate, 0)
-        cap = self.cfg.max_cost_per_request_usd
-        if cap is not None and worst is not None and worst > cap:
-            return (
-                f"Refused: this embeddings request could cost up to ${worst:.4f} "
-                f"({batch.estimate} input tokens on {self.route.model}), over "
-                f"MAX_COST_PER_REQUEST_USD=${cap:.4f}: pass fewer texts or a smaller batch_size"
-            )
-        over = budget.unpriced_over_cap(self.cfg, self.price, self.route.model)
+        over = budget.over_cap(
+            self.cfg,
+            self.price,
+            self.route.model,
+            worst,
+            what="embeddings request",
+            detail=f"{batch.estimate} input tokens on {self.route.model}",
+            fix="pass fewer texts or a smaller batch_size",
+        )
         if over:
             return over
         held = budget.reserve(self.cfg, self.book, batch.call_id, self.route.model, worst)

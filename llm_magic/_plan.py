@@ -282,14 +282,16 @@ def _cost_refusal(plan: Plan, leg: Leg, worst: float | None) -> str | None:
     worst case over ``MAX_COST_PER_REQUEST_USD``, or no price known while a cap is set."""
     if plan.verdict.action == "refuse":
         return plan.verdict.note
-    cap = plan.cfg.max_cost_per_request_usd
-    if cap is not None and worst is not None and worst > cap:
-        return (
-            f"Refused: this request could cost up to ${worst:.4f} ({leg.input_estimate} input "
-            f"tokens + {leg.max_tokens} max_tokens on {leg.route.model}), over "
-            f"MAX_COST_PER_REQUEST_USD=${cap:.4f}: lower --max-tokens or use a cheaper model"
-        )
-    return budget.unpriced_over_cap(plan.cfg, leg.price, leg.route.model)
+    return budget.over_cap(
+        plan.cfg,
+        leg.price,
+        leg.route.model,
+        worst,
+        what="request",
+        detail=f"{leg.input_estimate} input tokens + {leg.max_tokens} max_tokens on "
+        f"{leg.route.model}",
+        fix="lower --max-tokens or use a cheaper model",
+    )
 
 
 def get_ready(name: str, book: Ledger, say: Callable[[str], None] = _noop) -> None:

@@ -112,6 +112,28 @@ def worst_case_cost(price: Price | None, input_tokens: int, max_tokens: int) -> 
     return input_tokens * price.input_per_token + max_tokens * price.output_per_token
 
 
+def over_cap(
+    cfg: Settings,
+    price: Price | None,
+    model: str,
+    worst: float | None,
+    *,
+    what: str,
+    detail: str,
+    fix: str,
+) -> str | None:
+    """A refusal when a request's worst case (``worst``: ``what`` could cost that, ``detail``
+    says of which tokens) is over ``MAX_COST_PER_REQUEST_USD``, naming ``fix``; or when the cap
+    is set and ``model`` has no known price (:func:`unpriced_over_cap`)."""
+    cap = cfg.max_cost_per_request_usd
+    if cap is not None and worst is not None and worst > cap:
+        return (
+            f"Refused: this {what} could cost up to ${worst:.4f} ({detail}), over "
+            f"MAX_COST_PER_REQUEST_USD=${cap:.4f}: {fix}"
+        )
+    return unpriced_over_cap(cfg, price, model)
+
+
 def unpriced_over_cap(cfg: Settings, price: Price | None, model: str) -> str | None:
     """A refusal when ``MAX_COST_PER_REQUEST_USD`` is set and ``model`` has no known price:
     its worst case cannot be held under the cap."""
