@@ -30,15 +30,16 @@ from llm_magic import config, plots
 from llm_magic.errors import UsageProblem
 from llm_magic.store import Ledger, ledger, utcnow
 
-# No pandas/matplotlib FutureWarning anywhere. Not counted: connections and sockets that
-# earlier tests of the run left to the garbage collector (PostgreSQL ledgers, kernel clients),
-# which it reports in whichever test it happens to run — a fixture-hygiene item of its own.
-_LEFT_BY_OTHERS = "ignore:Exception ignored in. <{}:pytest.PytestUnraisableExceptionWarning"
+# No pandas/matplotlib FutureWarning, DeprecationWarning or UserWarning anywhere in the charts.
+# Only those categories are errors: resources that earlier tests of the run left to the garbage
+# collector (PostgreSQL connections, sockets, subprocess pipes) surface as unraisable-exception
+# warnings in whichever test happens to run at that moment, and are not the charts' doing.
 pytestmark = pytest.mark.filterwarnings(
-    "error",
-    _LEFT_BY_OTHERS.format("function BaseConnection.__del__"),  # psycopg
-    _LEFT_BY_OTHERS.format("socket.socket"),
-    _LEFT_BY_OTHERS.format("function BaseEventLoop.__del__"),
+    "error::FutureWarning",
+    "error::DeprecationWarning",
+    "error::PendingDeprecationWarning",
+    "error::UserWarning",
+    "ignore::pytest.PytestUnraisableExceptionWarning",  # a UserWarning subclass: see above
 )
 
 
