@@ -166,10 +166,12 @@ def test_every_api_route_needs_the_token(served: Served) -> None:
         wrong = client.get("/api/models", headers={"Authorization": "Bearer nope"})
         posted = client.post("/api/chat", json=HI)
         right = client.get("/api/models", headers=AUTH)
+        missing = client.get("/api/nothing", headers=AUTH)
     assert none.status_code == wrong.status_code == posted.status_code == 401
     assert "token" in none.json()["error"]
     assert wrong.json()["error"].startswith("wrong token")
     assert right.status_code == 200
+    assert missing.status_code == 404 and "/api/nothing" in missing.json()["error"]
     models = right.json()
     assert models["models"][0] == "local"
     assert "gpt-4o-mini" in models["models"]
@@ -321,6 +323,7 @@ def test_a_provider_refusal_keeps_no_key_in_the_error(
 
 
 WORDS = " ".join(f"w{i}" for i in range(30))
+LONG = " ".join(f"w{i}" for i in range(100))  # 10 s at 0.1 s a word: time to stop it midway
 
 
 def test_a_dropped_client_resumes_with_last_event_id(
@@ -366,7 +369,7 @@ def test_an_answer_no_longer_kept_is_410(served: Served) -> None:
 def test_delete_stops_the_call_and_records_it_interrupted(
     served: Served, provider: FakeProvider, book: Any
 ) -> None:
-    provider.script(ok(WORDS, chunk_delay=0.1))
+    provider.script(ok(LONG, chunk_delay=0.1))
     with served.client() as client:
         with client.stream("POST", "/api/chat", json=HI, headers=AUTH) as r:
             pieces = r.iter_raw()
@@ -378,7 +381,7 @@ def test_delete_stops_the_call_and_records_it_interrupted(
     evs = events(parse(head + rest))
     error = next(e for e in evs if e.event == "error").json
     assert error["kind"] == "interrupted" and error["message"] == "response interrupted"
-    assert error["partial"] and WORDS.startswith(error["partial"]) and error["partial"] != WORDS
+    assert error["partial"] and LONG.startswith(error["partial"]) and error["partial"] != LONG
     assert evs[-1].data == "[DONE]"
     assert list(book.df.status) == ["interrupted"]
     assert len(provider.completions()) == 1
