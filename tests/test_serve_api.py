@@ -432,3 +432,29 @@ def test_llm_serve_start_status_stop(ip: Any, capsys: pytest.CaptureFixture[str]
     assert "Stopped" in capsys.readouterr().out
     ip.run_line_magic("llm", "serve status")
     assert "Not serving" in capsys.readouterr().out
+
+
+def test_the_replay_buffer_is_bounded_and_says_what_it_lost(served: Served) -> None:
+    from llm_magic.web.sse import Replay, frame
+
+    small = Replay("s1", max_events=3, max_bytes=10_000)
+    for n in range(5):
+        small.add({"content": f"c{n}"})
+    assert small.kept_from() == 2
+    assert [n for n, _ in small.since(-1)[0]] == [2, 3, 4]
+    size = len(frame("s2:0", {"content": "x" * 20}))
+    tiny = Replay("s2", max_events=100, max_bytes=2 * size + 1)
+    for _ in range(5):
+        tiny.add({"content": "x" * 20})
+    assert tiny.kept_from() == 3  # two events fit
+    small.close()
+
+    class Run:  # what the app keeps per stream: its replay
+        replay = small
+
+    served.app.state.streams.add("s1", Run())
+    with served.client() as client:
+        lost = client.get("/api/chat/s1", headers={**AUTH, "Last-Event-ID": "s1:0"})
+        kept = client.get("/api/chat/s1", headers={**AUTH, "Last-Event-ID": "s1:1"})
+    assert lost.status_code == 410
+    assert [e.id for e in events(parse(kept.content))] == ["s1:2", "s1:3", "s1:4"]
