@@ -1,7 +1,7 @@
 """What an experiment's re-run reads from the ledger: its calls so far, and each model's usual
 answer length (for the expected cost).
 
-Ledger layer (imports only the base and the ledger): :mod:`llm_magic.experiment` decides what
+Ledger layer (imports only the base and the ledger): :mod:`llm_magic.experiments` decides what
 to reuse from these rows; nothing about an experiment is kept anywhere but the ledger.
 """
 
