@@ -181,6 +181,7 @@ def _money(value: float) -> str:
 
 def estimate(
     name: str,
+    models: list[str],
     jobs: list[Job],
     routes: dict[str, Route],
     messages: Callable[[str], list[dict[str, str]]],
@@ -189,8 +190,8 @@ def estimate(
     reused: dict[str, int],
 ) -> Estimate:
     """Count every pending call's prompt (each distinct prompt once per tokenizer), price it
-    expected and worst case, and set each job's ``worst_usd``. ``reused``: per model, the
-    calls an earlier run already answered."""
+    expected and worst case, and set each job's ``worst_usd``. ``routes``: the models with
+    calls to make; ``reused``: per model, the calls an earlier run already answered."""
     import pandas as pd
 
     from ._expreads import mean_output_tokens
@@ -199,7 +200,11 @@ def estimate(
     counted: dict[tuple[str, str], int] = {}
     notes: list[str] = []
     rows = []
-    for model, route in routes.items():
+    for model in models:
+        route = routes.get(model)
+        if route is None:  # every call answered already: nothing to price
+            rows.append(_all_reused(model, reused.get(model, 0)))
+            continue
         price = pricing.price_for(route.model, route.provider, book, also=(model,))
         cap = min(max_tokens, route.max_output or max_tokens)
         mine = [j for j in jobs if j.model == model]
@@ -226,6 +231,19 @@ def estimate(
             }
         )
     return Estimate(name, max_tokens, pd.DataFrame(rows), sorted(set(notes)))
+
+
+def _all_reused(model: str, reused: int) -> dict[str, Any]:
+    return {
+        "model": model,
+        "calls": reused,
+        "reused": reused,
+        "to_run": 0,
+        "input_tokens": 0,
+        "expected_usd": 0.0,
+        "worst_usd": 0.0,
+        "price_source": "all reused",
+    }
 
 
 def _cost(price: pricing.Price | None, input_tokens: float, output_tokens: float) -> float:

@@ -102,7 +102,8 @@ def experiment(
     done = set() if fresh else _answered(book, name)
     jobs, reused = _jobs(frame, hashes, models, repeats, done)
     began = time.perf_counter()
-    routes = _routes(models, base, cfg, book, ready=not dry_run)
+    pending = list(dict.fromkeys(j.model for j in jobs))  # all reused: no key, no server
+    routes = _routes(pending, base, cfg, book, ready=not dry_run)
     waited = time.perf_counter() - began
 
     def messages(prompt: str) -> list[dict[str, str]]:
@@ -110,7 +111,7 @@ def experiment(
             {"role": "user", "content": prompt}
         ]
 
-    est = _expplan.estimate(name, jobs, routes, messages, max_tokens, book, reused)
+    est = _expplan.estimate(name, models, jobs, routes, messages, max_tokens, book, reused)
     if dry_run:
         return est
     refused = _expplan.refusal(est, cap, cfg, book)

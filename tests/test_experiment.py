@@ -233,6 +233,37 @@ def test_a_rerun_reuses_ok_calls_and_retries_failed_ones(priced: FakeProvider) -
     assert len(priced.completions()) == before + 1 and third.made == 0 and third.reused == 3
 
 
+def test_a_finished_experiment_reruns_without_key_or_request(
+    priced: FakeProvider, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(name="done", template="Capital of {city}?")
+    monkeypatch.delenv("OPENAI_API_KEY")  # "Restart & Run All" on a machine without the key
+    config.reload_settings()
+    capsys.readouterr()
+    again = run(name="done", template="Capital of {city}?", progress=True)
+    assert again.reused == 3 and again.made == 0 and len(priced.completions()) == 3
+    assert (again.df["answer"] == "Paris is the capital").all()
+    shown = capsys.readouterr().out
+    assert "0 call(s) to make, 3 reused" in shown and "all reused" in shown
+
+
+def test_the_estimate_is_shown_before_the_calls_and_a_bar_per_model(
+    priced: FakeProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(
+        name="shown",
+        models=["gpt-4o-mini", "gpt-4o"],
+        template="Capital of {city}?",
+        progress=True,
+    )
+    out, err = capsys.readouterr()
+    assert out.startswith("Experiment 'shown': 6 call(s) to make, 0 reused; expected $")
+    assert "worst_usd" in out and "gpt-4o-mini" in out
+    # tqdm: one bar per model, ending at 3/3 with the model's cost (3 × $0.000018 at $1/$2)
+    assert "gpt-4o-mini: 100%" in err and "3/3" in err and "$0.000054" in err
+    assert "gpt-4o: 100%" in err and "$0.00054" in err
+
+
 def test_changed_parameters_are_new_calls(priced: FakeProvider) -> None:
     run(name="params", template="Capital of {city}?")
     run(name="params", template="Capital of {city}?", system="Be brief.")
