@@ -127,6 +127,10 @@ def run(
         for future, i in futures.items():
             if i not in outcomes:
                 outcomes[i] = _settled(future, work[i])
+    except BaseException:
+        stop.set()  # a failure (the ledger, say): no more calls start, the ones in flight stop
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
     finally:
         pool.shutdown(wait=True)
     return [outcomes[i] for i in range(len(work))]

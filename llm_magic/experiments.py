@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import html
 import math
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -60,7 +59,9 @@ def experiment(
     max_tokens: int | None = None,
     temperature: float = 0.0,
     progress: bool = True,
-    **attribution: Any,
+    agent: str | None = None,
+    user: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> Experiment | Estimate:
     """Ask every model every prompt (``repeats`` times); returns an :class:`Experiment`
     (``dry_run=True``: the :class:`Estimate` only, nothing sent).
@@ -93,7 +94,13 @@ def experiment(
         )
     max_tokens = max_tokens if max_tokens is not None else DEFAULT_MAX_TOKENS["standard"]
     base = Request(
-        prompt="x", system=system, max_tokens=max_tokens, temperature=temperature, **attribution
+        prompt="x",
+        system=system,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        agent=agent,
+        user=user,
+        tags=dict(tags or {}),
     )
     base.validate()
     hashes = [_expplan.identity(p, system, temperature, max_tokens) for p in frame["prompt"]]
@@ -101,10 +108,8 @@ def experiment(
     since = utcnow() if fresh else None
     done = set() if fresh else _answered(book, name)
     jobs, reused = _jobs(frame, hashes, models, repeats, done)
-    began = time.perf_counter()
     pending = list(dict.fromkeys(j.model for j in jobs))  # all reused: no key, no server
     routes = _routes(pending, base, cfg, book, ready=not dry_run)
-    waited = time.perf_counter() - began
 
     def messages(prompt: str) -> list[dict[str, str]]:
         return ([{"role": "system", "content": system}] if system else []) + [
@@ -124,7 +129,7 @@ def experiment(
         for job in jobs
     ]
     guard = _exprun.SpendGuard(cap)
-    outcomes = _run(work, jobs, models, concurrency, guard, cfg, book, progress, waited)
+    outcomes = _run(work, jobs, models, concurrency, guard, cfg, book, progress)
     exp = Experiment(name, frame, models, repeats, score, book, since=since)
     exp._note_run(outcomes, guard)
     return exp
@@ -234,7 +239,6 @@ def _run(
     cfg: Settings,
     book: Ledger,
     progress: bool,
-    waited_s: float,
 ) -> list[Outcome]:
     """The calls, with a tqdm bar per model showing its calls done and its live cost."""
     bars: dict[str, Any] = {}
