@@ -342,6 +342,31 @@ def test_ctrl_c_keeps_what_finished_and_records_the_calls_in_flight(
     assert (again.df["status"] == "ok").all() and again.reused == statuses["ok"]
 
 
+def most_at_once(rows: pd.DataFrame) -> int:
+    """The most calls of ``rows`` in flight at one moment (from their ledger start and end)."""
+    events = sorted(
+        [(t, 1) for t in rows["ts_start"]] + [(t, -1) for t in rows["ts_end"]],
+        key=lambda e: (e[0], e[1]),  # an end before a start at the same instant
+    )
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def test_calls_in_flight_are_bounded_per_provider(
+    priced: FakeProvider, book: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    priced.default = ok("one two three four", input_tokens=5, output_tokens=4, chunk_delay=0.1)
+    monkeypatch.setenv("LLM_MAGIC_CONCURRENCY_OPENAI", "2")
+    run(prompts=[f"c{i}" for i in range(8)], name="bounded", concurrency=8)  # 8 threads
+    assert most_at_once(book.df) == 2  # concurrent, never more than the provider's bound
+    monkeypatch.setenv("LLM_MAGIC_CONCURRENCY_OPENAI", "zero")
+    with pytest.raises(errors.UsageProblem, match="LLM_MAGIC_CONCURRENCY_OPENAI=4"):
+        run(prompts=["c9"], name="bounded")
+
+
 # -- bad input: one line, nothing sent -----------------------------------------------------------
 @pytest.mark.parametrize(
     ("kwargs", "fix"),
