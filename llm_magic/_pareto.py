@@ -78,7 +78,8 @@ def pareto(exp: Any) -> Figure:
             ha="right" if far else "left",
             fontsize=8,
         )
-    ax.set_xlim(left=0, right=plots._headroom(right, 1.2))
+    top = plots._headroom(right, 1.2)
+    ax.set_xlim(left=-0.04 * top, right=top)  # a free model's point whole, not cut at $0
     ax.margins(y=0.15)
     plots._usd_axis(ax.xaxis)
     ax.grid(alpha=0.3)
