@@ -25,6 +25,8 @@ __all__ = [
     "tool_schema",
     "ledger",
     "compare",
+    "experiment",
+    "Experiment",
     "plots",
     "Ledger",
     "reset_chat",
@@ -48,6 +50,8 @@ _LAZY = {
     "Ledger": "llm_magic.store",
     "Result": "llm_magic.result",
     "compare": "llm_magic.comparison",
+    "experiment": "llm_magic.experiments",
+    "Experiment": "llm_magic.experiments",
     "settings": "llm_magic.config",
     "reload_settings": "llm_magic.config",
 }
@@ -59,6 +63,7 @@ if TYPE_CHECKING:
     from .comparison import compare
     from .core import Stream, acomplete, complete, reset_chat, stream
     from .embeddings import Embeddings
+    from .experiments import Experiment, experiment
     from .result import Result
     from .store import Ledger, ledger
 

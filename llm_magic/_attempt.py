@@ -138,6 +138,9 @@ class Call:
             setup_s=self.setup_s,
             tool_calls=self.tools.parsed(),
             prompt_count_source=self.leg.count_source,
+            experiment=req.experiment,
+            prompt_hash=req.prompt_hash,
+            repeat=req.repeat,
             **detail,  # NULL when the provider's usage did not report them
         )
         kept = plan.book.keep(rec.row())  # a row the ledger cannot take now waits in its journal

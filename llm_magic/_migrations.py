@@ -165,6 +165,20 @@ def m008_summary_detail(conn: Connection) -> None:
     )
 
 
+def m010_experiment(conn: Connection) -> None:
+    """Experiments (``lm.experiment``): which experiment a call belongs to, its identity there
+    (``prompt_hash``: prompt text, system and parameters) and its repeat index, with an index
+    for the re-run's question "which calls of this experiment have an ``ok`` row yet"."""
+    from sqlalchemy import text
+
+    conn.execute(text("ALTER TABLE calls ADD COLUMN experiment TEXT"))
+    conn.execute(text("ALTER TABLE calls ADD COLUMN prompt_hash TEXT"))
+    conn.execute(text('ALTER TABLE calls ADD COLUMN "repeat" INTEGER'))
+    conn.execute(
+        text('CREATE INDEX IF NOT EXISTS calls_experiment ON calls ("experiment", "status")')
+    )
+
+
 # In order; a new migration goes at the end, under a new name. Never edit one above.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_calls", m001_calls),
@@ -175,6 +189,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m006_usage_detail", m006_usage_detail),
     ("m007_call_shape", m007_call_shape),
     ("m008_summary_detail", m008_summary_detail),
+    ("m010_experiment", m010_experiment),
 ]
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "check_number",
     "override",
     "clear_overrides",
+    "provider_concurrency",
 ]
 
 # Providers whose keys we look up, and the environment prefix each one uses.
@@ -305,3 +306,24 @@ def clear_overrides() -> None:
     with _settings_lock:
         _overrides.clear()
         _settings = None
+
+
+DEFAULT_CONCURRENCY = 8  # calls in flight per provider, unless LLM_MAGIC_CONCURRENCY[_X] says
+
+
+def provider_concurrency(provider: str) -> int:
+    """How many calls to ``provider`` may be in flight at once (``lm.experiment``):
+    ``LLM_MAGIC_CONCURRENCY_<PROVIDER>`` (e.g. ``LLM_MAGIC_CONCURRENCY_OPENAI=4``), else
+    ``LLM_MAGIC_CONCURRENCY``, else 8. The embedded model always takes one at a time."""
+    _load_dotenv()
+    if provider == "local":
+        return 1
+    name = f"LLM_MAGIC_CONCURRENCY_{KEY_PREFIX.get(provider, provider.upper())}"
+    for var in (name, "LLM_MAGIC_CONCURRENCY"):
+        raw = os.environ.get(var, "").strip()
+        if not raw:
+            continue
+        if not raw.isdigit() or int(raw) < 1:
+            raise UsageProblem(f"{var}={raw!r} is not a positive whole number: set e.g. {var}=4")
+        return int(raw)
+    return DEFAULT_CONCURRENCY

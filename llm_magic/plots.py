@@ -36,6 +36,7 @@ __all__ = [
     "tokens_per_second",
     "cost_vs_latency",
     "cache_savings",
+    "pareto",
     "percentiles",
 ]
 
@@ -804,3 +805,12 @@ def cache_savings(df: pd.DataFrame | None = None) -> Figure:
         _unpriced_note(unpriced),
     )
     return _plain(fig)
+
+
+# -- 8. an experiment's models: quality against cost ----------------------------------------------
+def pareto(exp: Any) -> Figure:
+    """An ``lm.experiment``'s models, one labelled point each: cost per 100 calls ($) against
+    mean score, marker size by p50 latency (see :mod:`llm_magic._pareto`)."""
+    from ._pareto import pareto as draw
+
+    return draw(exp)

@@ -102,6 +102,12 @@ class CallRecord:
     tool_calls: list[dict[str, Any]] | None = _col(
         "text", None, "JSON text of a list, NULL when none"
     )
+    # experiments (m010): NULL outside lm.experiment
+    experiment: str | None = _col("text", None, "the lm.experiment name")
+    prompt_hash: str | None = _col(
+        "text", None, "the call's identity in its experiment: prompt, system, parameters"
+    )
+    repeat: int | None = _col("int", None, "repeat index in its experiment (0-based)")
 
     def row(self) -> dict[str, Any]:
         """The ledger row: column name → value (the ledger serialises dates, tags and NaN)."""

@@ -63,6 +63,9 @@ SCHEMA: dict[str, list[tuple[str, str, bool, bool]]] = {
         ("operation", TEXT, False, False),
         ("prompt_count_source", TEXT, False, False),
         ("tool_calls", TEXT, False, False),
+        ("experiment", TEXT, False, False),
+        ("prompt_hash", TEXT, False, False),
+        ("repeat", INT, False, False),
     ],
     "prices": [
         ("model", TEXT, False, True),
@@ -113,6 +116,7 @@ INDEXES: dict[str, dict[str, list[str]]] = {
             "cache_write_1h_tokens",
             "reasoning_tokens",
         ],  # fmt: skip (partial: the calls that report some usage detail)
+        "calls_experiment": ["experiment", "status"],
     },
 }
 APPLIED = [
@@ -124,6 +128,7 @@ APPLIED = [
     "m006_usage_detail",
     "m007_call_shape",
     "m008_summary_detail",
+    "m010_experiment",
 ]
 
 
