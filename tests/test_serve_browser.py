@@ -129,8 +129,8 @@ _RECORD_JS = """
 """
 
 
-def ask(pg: Any, prompt: str, model: str, timeout_ms: int = 90_000) -> dict[str, Any]:
-    """Pick ``model``, type ``prompt``, press Send; wait until the page says it is done."""
+def send(pg: Any, prompt: str, model: str, timeout_ms: int = 90_000) -> None:
+    """Pick ``model``, type ``prompt``, press Send (recording each text the answer shows)."""
     pg.wait_for_function(
         "(m) => [...document.querySelectorAll('#model option')].some(o => o.value === m)",
         arg=model,
@@ -140,6 +140,15 @@ def ask(pg: Any, prompt: str, model: str, timeout_ms: int = 90_000) -> dict[str,
     pg.fill("#prompt", prompt)
     pg.evaluate(_RECORD_JS)
     pg.click("#send")
+
+
+def ask(pg: Any, prompt: str, model: str, timeout_ms: int = 90_000) -> dict[str, Any]:
+    """:func:`send`, then wait until the page says it is done; what it showed."""
+    send(pg, prompt, model, timeout_ms)
+    return shown_when_done(pg, timeout_ms)
+
+
+def shown_when_done(pg: Any, timeout_ms: int = 90_000) -> dict[str, Any]:
     pg.wait_for_function("() => document.body.dataset.state === 'done'", timeout=timeout_ms)
     return dict(
         pg.evaluate(
@@ -194,6 +203,25 @@ def test_server_side_drop_shows_response_interrupted(
     assert got["problem"] is not None and "response interrupted" in got["problem"], got
     assert got["answer"].strip() == partial.strip(), got  # the partial text stays on the page
     assert len(book) == 1 and book.df.iloc[-1]["status"] in ("interrupted", "error")
+
+
+def test_stop_button_stops_the_call(page: Any, book: Any, provider: FakeProvider) -> None:
+    provider.script(ok(LONG, chunk_delay=0.25))
+    with serving(book) as served:
+        open_page(page, served, "/")
+        send(page, "Tell me about the ledger.", "gpt-4o")
+        page.wait_for_function("() => document.getElementById('answer').textContent.length > 20")
+        page.click("#stop")
+        got = shown_when_done(page)
+        deadline = time.monotonic() + 20  # the DELETE reaches the server after the abort
+        while len(book) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        row = book.df.iloc[-1]
+    assert got["problem"] == "stopped", got
+    assert LONG.startswith(got["answer"]) and 20 < len(got["answer"]) < len(LONG), got
+    assert len(provider.completions()) == 1
+    assert len(book) == 1 and row["status"] == "interrupted"  # recorded, not read to the end
+    assert int(row["output_tokens"]) < len(LONG.split(" "))
 
 
 # ---------------------------------------------------------------------------------------------
