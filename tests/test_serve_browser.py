@@ -7,7 +7,10 @@ behind it, and the test's own ledger.
 - a server-side drop mid-answer shows "response interrupted" with the partial text;
 - a dropped browser connection (a cutting TCP proxy in between) resumes with ``Last-Event-ID``:
   the whole answer, one provider request, one ledger row;
+- the Stop button stops the call (an ``interrupted`` row);
 - ``/spend`` shows ``Ledger.summary()``'s figures, and updates when a call lands.
+
+Screenshots of both pages go to build/ (docs/img/ with ``LLM_MAGIC_DOC_SHOTS=1``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import secrets
 import socket
 import threading
@@ -26,12 +30,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests._browser import ROOT, launch_chromium, need_chromium
+from tests._browser import BUILD, ROOT, launch_chromium, need_chromium
 from tests.fakeprovider import FakeProvider, cut_after, ok
 
 pytestmark = [pytest.mark.browser]
 
-IMG = ROOT / "docs" / "img"
+# The README's screenshots are taken again with LLM_MAGIC_DOC_SHOTS=1; otherwise into build/.
+IMG = ROOT / "docs" / "img" if os.environ.get("LLM_MAGIC_DOC_SHOTS") else BUILD
 LONG = (
     "The ledger keeps one row per call with its tokens, its cost and its latency, so a team can "
     "see what each prototype spent today and which model answered fastest for every agent."
@@ -180,6 +185,7 @@ def test_chat_page_streams_local_answer_in_steps(page: Any, book: Any, local_mod
         got = ask(page, "Name three colours of the rainbow.", "local")
         row = book.df.iloc[-1]
         IMG.mkdir(parents=True, exist_ok=True)
+        page.set_viewport_size({"width": 1000, "height": 470})
         page.screenshot(path=str(IMG / "serve-chat.png"))
     assert got["problem"] is None, got
     final = got["answer"]
@@ -406,6 +412,7 @@ def test_spend_page_matches_ledger_summary_and_updates(
         assert shown["spent"] == _money(book.cost_today()) and book.cost_today() > 0
         assert shown["budget"] == "of $2.50"
         IMG.mkdir(parents=True, exist_ok=True)
+        page.set_viewport_size({"width": 1000, "height": 400})  # full_page: the page's height
         page.screenshot(path=str(IMG / "serve-spend.png"), full_page=True)
         # a new call lands: the page updates by itself (SSE), to the new summary
         served.chat("d", "gpt-4o", **{"X-LLM-Agent": "writer", "X-LLM-User": "cy"})

@@ -7,6 +7,7 @@ const client = new ChatClient();
 
 function money(usd) {
   if (usd === null || usd === undefined) return "cost unknown";
+  if (usd === 0) return "$0";
   return usd < 0.01 ? `$${usd.toFixed(6)}` : `$${usd.toFixed(4)}`;
 }
 

@@ -46,11 +46,12 @@ function show(s) {
   $("spent").textContent = `$${s.spent_usd.toFixed(6)}`;
   const budget = s.budget_usd;
   $("budget").textContent = budget === null ? "no daily budget set" : `of $${budget.toFixed(2)}`;
+  $("share").textContent = budget ? `${((100 * s.spent_usd) / budget).toFixed(2)} % of the daily budget` : "";
   const share = budget ? Math.min(1, s.spent_usd / budget) : 0;
   const fill = $("bar-fill");
   fill.style.width = `${(share * 100).toFixed(1)}%`;
   fill.className = budget && s.spent_usd >= budget * s.alert_threshold ? "alert" : "";
-  $("totals").textContent = `${s.calls} calls today · ${s.rows} in the ledger`;
+  $("totals").textContent = `${budget ? "· " : ""}${s.calls} calls today · ${s.rows} in the ledger`;
   table($("by-model"), "model", s.by.model);
   table($("by-agent"), "agent", s.by.agent);
   table($("by-user"), "user", s.by.user);
