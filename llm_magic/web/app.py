@@ -12,7 +12,9 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
 
 from .. import core, errors
 from ..config import Settings, check_number, settings
@@ -51,6 +53,19 @@ def _gone(app: FastAPI) -> JSONResponse:
     kept = app.state.streams.replay_s
     message = f"that answer is no longer kept ({kept:g}s); ask again"
     return JSONResponse({"error": message}, status_code=410)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's own refusals (404, 405, a bad query) as ``{"error": …}`` under ``/api/``."""
+    if isinstance(exc, RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(400, f"{where}: {first.get('msg', 'invalid request')}")
+    code = getattr(exc, "status_code", 500)
+    detail = str(getattr(exc, "detail", "")) or "error"
+    if request.url.path.startswith("/api/"):
+        return _error(code, f"{detail}: {request.method} {request.url.path}")
+    return PlainTextResponse(f"{code} {detail}\n", status_code=code)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -156,6 +171,8 @@ def create_app(
     app.state.max_tokens = max_tokens
     app.state.streams = Streams(replay_s)
     auth.install(app)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _http_error)
     app.include_router(_api(app))
     app.include_router(pages.router)
     return app
