@@ -53,7 +53,11 @@ async function ask(event) {
   const done = await client.send(
     { messages: [{ role: "user", content: prompt }], model: $("model").value || null },
     {
-      content: (_delta, all) => { text = all; answer.textContent = all; },
+      content: (_delta, all) => {
+        text = all;
+        answer.textContent = all;
+        $("state").textContent = "streaming";
+      },
       tool_call: (c) => { answer.textContent = `${text}\n[tool call ${c.name || ""}${c.arguments}]`; },
       usage: (u) => { $("usage").textContent = usageLine(u); },
       error: (e) => showProblem(e, text),
