@@ -230,6 +230,41 @@ def test_stop_button_stops_the_call(page: Any, book: Any, provider: FakeProvider
     assert int(row["output_tokens"]) < len(LONG.split(" "))
 
 
+_STOP_AT_ONCE_JS = """
+async () => {
+  const m = await import('/static/client.js');
+  const client = new m.ChatClient();
+  const answer = client.send({messages: [{role: 'user', content: 'Hi'}], model: 'gpt-4o'}, {});
+  client.stop();  // before the server has named the stream
+  const got = await answer;
+  return {stopped: got.stopped, text: got.text, sid: client.sid};
+}
+"""
+
+
+def test_stop_before_the_stream_is_named_still_stops_the_call(
+    page: Any, book: Any, provider: FakeProvider
+) -> None:
+    provider.script(ok(LONG, chunk_delay=0.25))
+    with serving(book) as served:
+        open_page(page, served, "/")
+        got = page.evaluate(_STOP_AT_ONCE_JS)
+        assert got["stopped"] and got["sid"], got
+        # what the server kept of that stream: stopped, not read to the end
+        with httpx.stream(
+            "GET",
+            f"{served.url}/api/chat/{got['sid']}",
+            headers=served.headers(**{"Last-Event-ID": f"{got['sid']}:0"}),
+            timeout=30,
+        ) as r:
+            assert r.status_code == 200
+            kept = "".join(r.iter_text())
+    assert "data: [DONE]" in kept and "event: error" in kept and "interrupted" in kept, kept
+    assert LONG not in "".join(
+        json.loads(line[6:])["content"] for line in kept.splitlines() if '"content"' in line
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # a dropped connection: a TCP proxy that cuts the browser's answer after a few events
 

@@ -75,7 +75,10 @@ async function ask(event) {
 }
 
 $("ask").addEventListener("submit", ask);
-$("stop").addEventListener("click", () => client.stop());
+$("stop").addEventListener("click", () => {
+  $("state").textContent = "stopping…";
+  client.stop();
+});
 $("prompt").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) $("ask").requestSubmit();
 });

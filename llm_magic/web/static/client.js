@@ -264,6 +264,7 @@ export class ChatClient {
     if (ev.event === "start") {
       this.sid = data.stream_id;
       on.start?.(data);
+      if (this.stopped) this._stopNow(); // Stop was pressed while the server checked the request
     } else if (ev.event === "usage") {
       st.usage = data;
       on.usage?.(data);
@@ -280,14 +281,18 @@ export class ChatClient {
     if (!this.sid && ev.id.includes(":")) this.sid = ev.id.slice(0, ev.id.lastIndexOf(":"));
   }
 
-  // Stop the answer: abort the read and ask the server to stop the call (recorded as interrupted).
+  // Stop the answer: abort the read and ask the server to stop the call (recorded as
+  // interrupted). Before the server has named the stream (it checks the request first), the
+  // read goes on until it does, so that the call can be stopped rather than left running.
   stop() {
     this.stopped = true;
+    if (this.sid) this._stopNow();
+  }
+
+  _stopNow() {
     this.controller?.abort();
-    if (this.sid) {
-      this.fetch(`${this.base}/api/chat/${encodeURIComponent(this.sid)}`, {
-        method: "DELETE", credentials: "same-origin", headers: this._headers(), keepalive: true,
-      }).catch(() => {});
-    }
+    this.fetch(`${this.base}/api/chat/${encodeURIComponent(this.sid)}`, {
+      method: "DELETE", credentials: "same-origin", headers: this._headers(), keepalive: true,
+    }).catch(() => {});
   }
 }
