@@ -73,14 +73,16 @@ class Served:
 
 
 @contextlib.contextmanager
-def serving(book: Any, **kw: Any) -> Iterator[Served]:
+def serving(book: Any, given_settings: bool = True, **kw: Any) -> Iterator[Served]:
+    """The app on ``book``, with this process's settings given (or, as ``%llm serve`` runs it,
+    read again for each request)."""
     import uvicorn
 
     from llm_magic import config
     from llm_magic.web.app import create_app
 
     token = secrets.token_urlsafe(16)
-    app = create_app(config.settings(), book, token=token, **kw)
+    app = create_app(config.settings() if given_settings else None, book, token=token, **kw)
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
@@ -433,7 +435,7 @@ def test_spend_page_matches_ledger_summary_and_updates(
         ok("Six", input_tokens=40),
         ok("Seven eight nine ten", input_tokens=900),
     )
-    with serving(book) as served:
+    with serving(book, given_settings=False) as served:
         served.chat("a", "gpt-4o", **{"X-LLM-Agent": "triage", "X-LLM-User": "ana"})
         served.chat("b", "gpt-4o-mini", **{"X-LLM-Agent": "triage", "X-LLM-User": "bo"})
         served.chat("c", "claude-sonnet-4-5", **{"X-LLM-Agent": "writer", "X-LLM-User": "ana"})
@@ -453,6 +455,11 @@ def test_spend_page_matches_ledger_summary_and_updates(
         served.chat("d", "gpt-4o", **{"X-LLM-Agent": "writer", "X-LLM-User": "cy"})
         page.wait_for_function("() => Number(document.body.dataset.rows) === 4", timeout=20_000)
         shown = page.evaluate(_TABLES_JS)
+        # `%llm budget 5` in the server's process: the page follows
+        config.override(daily_budget_usd=5.0)
+        page.wait_for_function(
+            "() => document.getElementById('budget').textContent === 'of $5.00'", timeout=20_000
+        )
     want = expected_tables(book)
     assert shown["tables"] == want
     assert want["model"]["gpt-4o"]["calls"] == "2" and "cy" in shown["tables"]["user"]
@@ -536,3 +543,17 @@ def test_sse_parser_in_browser(page: Any, book: Any) -> None:
     assert got["two"] == [got["whole"]] and got["three"] == [got["whole"]]
     assert got["random"] == [got["whole"]]
     assert got["numbers"] == [7, 12, -1, -1]
+
+
+def test_pages_and_spend_routes_need_the_token(book: Any) -> None:
+    with serving(book) as served:
+        for path in ("/", "/spend", "/static/client.js", "/api/spend", "/api/spend/events"):
+            r = httpx.get(f"{served.url}{path}", timeout=30)
+            assert r.status_code == 401, path
+            if path.startswith("/api/"):
+                assert "token" in r.json()["error"]
+            assert served.token not in r.text
+        with_token = httpx.get(f"{served.url}/api/spend", headers=served.headers(), timeout=30)
+        unknown = httpx.get(f"{served.url}/static/..%2Fpages.py", headers=served.headers())
+    assert with_token.status_code == 200 and with_token.json()["rows"] == 0
+    assert unknown.status_code == 404 and "APIRouter" not in unknown.text

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
-from ..config import Settings
+from ..config import Settings, settings
 from ..record import utcnow
 from ..store import Ledger
 from .auth import require_token
@@ -89,14 +89,18 @@ def spend_snapshot(cfg: Settings, book: Ledger) -> dict[str, Any]:
     }
 
 
-def _state(request: Request) -> tuple[Settings, Ledger]:
-    return request.app.state.cfg, request.app.state.book
+def _cfg(request: Request) -> Settings:
+    """The app's settings: those given to ``create_app``, else this process's as they are now
+    (a notebook's ``%llm budget 2`` shows on its server's page)."""
+    state = request.app.state
+    cfg: Settings = state.cfg if getattr(state, "cfg_given", True) else settings()
+    return cfg
 
 
 @router.get("/api/spend")
 async def spend(request: Request) -> JSONResponse:
-    cfg, book = _state(request)
-    return JSONResponse(await asyncio.to_thread(spend_snapshot, cfg, book))
+    book = request.app.state.book
+    return JSONResponse(await asyncio.to_thread(spend_snapshot, _cfg(request), book))
 
 
 def _marker(book: Ledger) -> tuple[int, int, str]:
@@ -104,12 +108,13 @@ def _marker(book: Ledger) -> tuple[int, int, str]:
     return len(book), book.pending(), utcnow().date().isoformat()
 
 
-async def _spend_events(request: Request, cfg: Settings, book: Ledger) -> AsyncIterator[str]:
-    seen: tuple[int, int, str] | None = None
+async def _spend_events(request: Request, book: Ledger) -> AsyncIterator[str]:
+    seen: tuple[int, int, str, float | None] | None = None
     quiet = 0.0
     n = 0
     while not await request.is_disconnected():
-        now = await asyncio.to_thread(_marker, book)
+        cfg = _cfg(request)
+        now = (*await asyncio.to_thread(_marker, book), cfg.daily_budget_usd)
         if now != seen:
             snap = await asyncio.to_thread(spend_snapshot, cfg, book)
             seen, quiet = now, 0.0
@@ -124,10 +129,10 @@ async def _spend_events(request: Request, cfg: Settings, book: Ledger) -> AsyncI
 
 @router.get("/api/spend/events")
 async def spend_events(request: Request) -> StreamingResponse:
-    """A ``snapshot`` event now and each time the ledger changes (looked at once a second)."""
-    cfg, book = _state(request)
+    """A ``snapshot`` event now and each time the ledger (or the budget) changes, looked at
+    once a second."""
     return StreamingResponse(
-        _spend_events(request, cfg, book),
+        _spend_events(request, request.app.state.book),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
