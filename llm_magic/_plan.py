@@ -56,6 +56,7 @@ class Request:
     max_tool_rounds: int = 5
     schema: Any = None  # a pydantic model class or a JSON schema (dict): structured output
     cache_prompt: bool = False  # mark the system prompt and long context for the prompt cache
+    cache: bool | None = None  # answer from the ledger (None: the session's switch; _respcache)
 
     def validate(self) -> None:
         if self.max_tokens is not None and (

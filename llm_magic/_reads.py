@@ -18,6 +18,7 @@ __all__ = ["GROUPS", "typed", "summary_query", "summary_parts", "summary_frame"]
 
 GROUPS = ("model", "agent", "user", "day", "status", "provider", "chat")
 INT_COLUMNS = [name for name, kind in COLUMNS if kind == "int"]
+FLOAT_COLUMNS = [name for name, kind in COLUMNS if kind == "float"]
 
 
 SUMMED = ["calls", "errors", "input_tokens", "output_tokens", "unpriced_calls", *USAGE_DETAIL]
@@ -46,7 +47,7 @@ def summary_query(by: str, today: bool) -> SummaryQuery:
         select(
             key,
             func.count().label("calls"),
-            func.sum(case((c.status != "ok", 1), else_=0)).label("errors"),
+            func.sum(case((c.status.not_in(("ok", "cached")), 1), else_=0)).label("errors"),
             func.coalesce(func.sum(c.input_tokens), 0).label("input_tokens"),
             func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"),
             func.sum(c.cost_usd).label("cost_usd"),  # NULL when every cost is unknown
@@ -85,7 +86,7 @@ def typed(frame: pd.DataFrame) -> pd.DataFrame:
     for col in ("ts_start", "ts_end"):
         if col in frame:
             frame[col] = pd.to_datetime(frame[col], utc=True, format="ISO8601")
-    for col in ("cost_usd", "latency_s", "ttft_s", "output_tps", "temperature", "setup_s"):
+    for col in FLOAT_COLUMNS:
         if col in frame:
             frame[col] = frame[col].astype("float64")
     for col in INT_COLUMNS:
