@@ -121,7 +121,7 @@ def request_hash_of(
     return hash_of(_plan.make(req, cfg, book))
 
 
-_NAN_FLOATS = {"cost_usd", "latency_s", "ttft_s", "output_tps"}
+_NAN_FLOATS = {"cost_usd", "latency_s", "ttft_s", "output_tps", "saved_usd"}
 
 
 def _record_of(row: dict[str, Any]) -> CallRecord:
@@ -249,7 +249,7 @@ class CachedRun:
             operation="chat",
             tool_calls=hit.tool_calls,
             request_hash=self.hash,
-            saved_usd=None if saved is None or math.isnan(saved) else saved,
+            saved_usd=saved,  # NaN (NULL) when the original's price was unknown
         )
         kept = plan.book.keep(rec.row())
         if kept:

@@ -107,8 +107,8 @@ class CallRecord:
     request_hash: str | None = _col(
         "text", None, "the request's identity (model, messages, parameters): _respcache"
     )
-    saved_usd: float | None = _col(
-        "float", None, "cached rows: the original call's cost it avoided; NULL otherwise"
+    saved_usd: float = _col(
+        "float", math.nan, "cached rows: the original call's cost it avoided; NULL otherwise"
     )
 
     def row(self) -> dict[str, Any]:

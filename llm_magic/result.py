@@ -46,7 +46,7 @@ class Result:
     cache_write_tokens: int | None = None  # of input_tokens: written to it
     cache_saved_usd: float = math.nan  # what the cache saved (pricing.cache_saving)
     request_hash: str | None = None  # the request's identity (the response cache's key)
-    saved_usd: float | None = None  # answered from the ledger: the original call's cost
+    saved_usd: float = math.nan  # answered from the ledger: the original call's cost
     record: CallRecord | None = field(default=None, repr=False, compare=False)  # its ledger row
 
     @classmethod
@@ -93,7 +93,7 @@ class Result:
         parts.append(f"{est}{self.input_tokens} in / {est}{self.output_tokens} out tokens")
         parts.append(cost(self.cost_usd))
         if self.cached:
-            known = self.saved_usd is not None and not math.isnan(self.saved_usd)
+            known = not math.isnan(self.saved_usd)
             parts.append(f"cached (saved {cost(self.saved_usd)})" if known else "cached")
         cached = self._cached()
         if cached:

@@ -74,6 +74,8 @@ def test_a_second_identical_call_is_answered_from_the_ledger(
     assert on_ledger.cost_today() == pytest.approx(first.cost_usd)  # paid once
     summary = on_ledger.summary()
     assert summary.loc["gpt-4o", "calls"] == 2 and summary.loc["gpt-4o", "errors"] == 0
+    assert summary.loc["gpt-4o", "saved_usd"] == pytest.approx(first.cost_usd)
+    assert summary.loc["gpt-4o", "cost_usd"] == pytest.approx(first.cost_usd)
 
 
 @pytest.mark.parametrize(
