@@ -33,12 +33,13 @@ from datetime import datetime
 from typing import Any
 
 from . import _plan, _respstore, _structured
-from .config import Settings
+from .config import Settings, settings
 from .models import Route, all_aliases, follow_alias
 from .record import NAMES, CallRecord, utcnow
 from .result import Result
 from .secrets import scrub
-from .store import Ledger
+from .store import Ledger, ledger
+from .vocab import DEFAULT_MAX_TOKENS
 
 __all__ = [
     "request_hash",
@@ -89,16 +90,28 @@ def request_hash(
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _plan_hash(plan: _plan.Plan, model: str) -> str:
-    schema = plan.schema
+def _hash_parts(
+    model: str,
+    messages: list[dict[str, Any]],
+    max_tokens: int,
+    temperature: float,
+    tools: list[Any],
+    schema: _structured.Schema | None,
+) -> str:
     return request_hash(
         model,
-        [*plan.history, *plan.new],
-        plan.max_tokens,
-        plan.req.temperature,
-        [t.schema for t in plan.tools] or None,
+        messages,
+        max_tokens,
+        temperature,
+        [t.schema for t in tools] or None,
         {"name": schema.name, "sent": schema.sent, "strict": schema.strict} if schema else None,
     )
+
+
+def _plan_hash(plan: _plan.Plan, model: str) -> str:
+    messages = [*plan.history, *plan.new]
+    req = plan.req
+    return _hash_parts(model, messages, plan.max_tokens, req.temperature, plan.tools, plan.schema)
 
 
 def leg_hash(plan: _plan.Plan, route: Route) -> str:
@@ -115,10 +128,20 @@ def hash_of(plan: _plan.Plan) -> str:
 def request_hash_of(
     req: _plan.Request, cfg: Settings | None = None, book: Ledger | None = None
 ) -> str:
-    """The hash of ``req`` as it would be sent now (defaults filled in, chat history
-    included); nothing is sent. Raises :class:`~llm_magic.errors.UsageProblem` for a bad
-    request."""
-    return hash_of(_plan.make(req, cfg, book))
+    """The hash of ``req`` as it would be sent now (default model and ``max_tokens`` filled
+    in, the ``--chat`` history included): what :func:`lookup` takes. Nothing is sent and no
+    guard runs (no budget alert). Raises :class:`~llm_magic.errors.UsageProblem` for a bad
+    request (bad ``max_tokens``, ``temperature``, tools or schema)."""
+    req.validate()
+    cfg = cfg or settings()
+    book = book if book is not None else ledger(cfg.ledger)
+    tools = _plan._tools(req)
+    schema = _structured.parse(req.schema)
+    history, new = _plan.messages(req)
+    name = (req.model or cfg.default_model).strip()
+    max_tokens = req.max_tokens or DEFAULT_MAX_TOKENS.get("tools" if tools else req.task, 2048)
+    model = follow_alias(name, all_aliases(book))
+    return _hash_parts(model, [*history, *new], max_tokens, req.temperature, tools, schema)
 
 
 _NAN_FLOATS = {"cost_usd", "latency_s", "ttft_s", "output_tps", "saved_usd"}

@@ -120,6 +120,12 @@ def test_every_chat_row_carries_the_hash_of_its_request(provider: FakeProvider, 
     found = _respcache.lookup(book, expected)
     assert found is not None and found.call_id == first.call_id and found.response == first.text
     assert _respcache.lookup(book, "0" * 64) is None
+    # defaults filled in as the call fills them (max_tokens by task), aliases followed
+    other = lm.complete("Another question", model="gpt-4o")
+    assert other.request_hash == _respcache.request_hash_of(
+        Request(prompt="Another question", model="gpt4o")
+    )
+    assert other.request_hash != expected
 
 
 def test_off_by_default_and_the_session_switch_is_for_temperature_0(
