@@ -45,6 +45,8 @@ __all__ = [
     "request_hash",
     "hash_of",
     "lookup",
+    "lookup_many",
+    "request_hash_of",
     "answer",
     "wanted",
     "clear",
@@ -174,6 +176,13 @@ def lookup(book: Ledger, hash_: str) -> CallRecord | None:
     None when there is none. What ``lm.experiment`` reuses."""
     row = _respstore.newest_ok(book, hash_)
     return _record_of(row) if row is not None else None
+
+
+def lookup_many(book: Ledger, hashes: list[str]) -> dict[str, CallRecord]:
+    """:func:`lookup` for many requests in a few queries (an experiment's re-run): hash → the
+    call that answers it, for the hashes the ledger can answer."""
+    rows = _respstore.newest_ok_many(book, hashes)
+    return {h: _record_of(row) for h, row in rows.items()}
 
 
 def wanted(plan: _plan.Plan) -> bool:

@@ -126,6 +126,11 @@ def test_every_chat_row_carries_the_hash_of_its_request(provider: FakeProvider, 
         Request(prompt="Another question", model="gpt4o")
     )
     assert other.request_hash != expected
+    many = _respcache.lookup_many(book, [expected, other.request_hash, "0" * 64, expected])
+    assert {h: r.call_id for h, r in many.items()} == {
+        expected: first.call_id,
+        other.request_hash: other.call_id,
+    }
 
 
 def test_off_by_default_and_the_session_switch_is_for_temperature_0(
