@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Generator, Iterator
 
-from . import _plan, _structured, budget, errors, gateway, keys, pricing, retry
+from . import _plan, _respcache, _structured, budget, errors, gateway, keys, pricing, retry
 from ._toolcalls import ToolCalls, ToolDelta, ToolEvent
 from .config import Settings
 from .keys import KeyPool
@@ -41,6 +41,7 @@ class Call:
         self.usage: gateway.Usage | None = None
         self.tools = ToolCalls()  # the tool calls of the answer, gathered from their pieces
         self.pieces: Iterator[str | ToolDelta | gateway.Usage] | None = None  # being read
+        self.request_hash = _respcache.leg_hash(plan, leg.route)  # the row's request identity
 
     @property
     def text(self) -> str:
@@ -138,6 +139,7 @@ class Call:
             setup_s=self.setup_s,
             tool_calls=self.tools.parsed(),
             prompt_count_source=self.leg.count_source,
+            request_hash=self.request_hash,
             experiment=req.experiment,
             prompt_hash=req.prompt_hash,
             repeat=req.repeat,

@@ -264,6 +264,7 @@ def _config(magics: LLMMagics, opts: argparse.Namespace) -> None:
         f"temperature = {magics.temperature}",
         f"display_mode = {magics.display_mode}",
         f"store_text = {cfg.store_text}",
+        f"cache = {cfg.cache}",
     ]
     print("\n".join(lines))
 
@@ -306,6 +307,21 @@ def _reset(magics: LLMMagics, opts: argparse.Namespace) -> None:
 
     names = reset_chat(opts.chat)
     print(f"Forgot chat(s): {', '.join(names)}" if names else "No chat to forget")
+
+
+@command("cache", "%llm cache clear")
+@argument("action", nargs="?", default="status", metavar="ACTION", help="status (default) or clear")
+def _cache(magics: LLMMagics, opts: argparse.Namespace) -> None:
+    """The response cache (--cache): status, or clear (earlier answers are no longer reused)."""
+    from . import _respcache
+
+    if opts.action not in ("status", "clear"):
+        raise UsageError(f"%llm cache {opts.action!r}: use status or clear")
+    book = magics.book()
+    if opts.action == "clear":
+        print(_respcache.clear(book))
+    else:
+        print(_respcache.status(book, magics.settings()))
 
 
 _serving: dict[str, Any] = {}  # "server": the kernel's background server (llm_magic.web)

@@ -165,6 +165,25 @@ def m008_summary_detail(conn: Connection) -> None:
     )
 
 
+def m009_response_cache(conn: Connection) -> None:
+    """The response cache (``cache=True``): each chat row's ``request_hash`` (the identity of
+    its request: model, messages, parameters), ``saved_usd`` on rows answered from the ledger
+    (status ``cached``: the original call's cost they avoided), an index for the lookup (the
+    newest ``ok`` row of a hash), and ``meta``, a small key/value table (``%llm cache clear``
+    keeps its time there: the ledger's rows are never deleted)."""
+    from sqlalchemy import text
+
+    conn.execute(text("ALTER TABLE calls ADD COLUMN request_hash TEXT"))
+    conn.execute(text("ALTER TABLE calls ADD COLUMN saved_usd FLOAT"))
+    conn.execute(
+        text(
+            "CREATE INDEX IF NOT EXISTS calls_request_hash ON calls "
+            '("request_hash", "status", "ts_start")'
+        )
+    )
+    conn.execute(text("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT, set_at TEXT NOT NULL)"))
+
+
 def m010_experiment(conn: Connection) -> None:
     """Experiments (``lm.experiment``): which experiment a call belongs to, its identity there
     (``prompt_hash``: prompt text, system and parameters) and its repeat index, with an index
@@ -189,6 +208,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m006_usage_detail", m006_usage_detail),
     ("m007_call_shape", m007_call_shape),
     ("m008_summary_detail", m008_summary_detail),
+    ("m009_response_cache", m009_response_cache),
     ("m010_experiment", m010_experiment),
 ]
 

@@ -56,6 +56,7 @@ class Request:
     max_tool_rounds: int = 5
     schema: Any = None  # a pydantic model class or a JSON schema (dict): structured output
     cache_prompt: bool = False  # mark the system prompt and long context for the prompt cache
+    cache: bool | None = None  # answer from the ledger (None: the session's switch; _respcache)
     # issue 13: an lm.experiment call's identity (recorded as is; see llm_magic.experiments)
     experiment: str | None = None
     prompt_hash: str | None = None

@@ -18,6 +18,7 @@ __all__ = ["GROUPS", "typed", "summary_query", "summary_parts", "summary_frame"]
 
 GROUPS = ("model", "agent", "user", "day", "status", "provider", "chat")
 INT_COLUMNS = [name for name, kind in COLUMNS if kind == "int"]
+FLOAT_COLUMNS = [name for name, kind in COLUMNS if kind == "float"]
 
 
 SUMMED = ["calls", "errors", "input_tokens", "output_tokens", "unpriced_calls", *USAGE_DETAIL]
@@ -30,6 +31,7 @@ class SummaryQuery(NamedTuple):
     key: Any  # the grouping expression, labelled ``by``
     by: str
     detail: Any  # the usage detail by key, model and provider, of the calls that report some
+    saved: Any = None  # what the response cache saved by key (the ``cached`` calls only)
 
 
 def summary_query(by: str, today: bool) -> SummaryQuery:
@@ -46,7 +48,7 @@ def summary_query(by: str, today: bool) -> SummaryQuery:
         select(
             key,
             func.count().label("calls"),
-            func.sum(case((c.status != "ok", 1), else_=0)).label("errors"),
+            func.sum(case((c.status.not_in(("ok", "cached")), 1), else_=0)).label("errors"),
             func.coalesce(func.sum(c.input_tokens), 0).label("input_tokens"),
             func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"),
             func.sum(c.cost_usd).label("cost_usd"),  # NULL when every cost is unknown
@@ -74,7 +76,14 @@ def summary_query(by: str, today: bool) -> SummaryQuery:
     )
     ok = [*where, c.status == "ok"]
     inputs = select(key, c.latency_s, c.ttft_s).where(*ok)
-    return SummaryQuery(totals, inputs, ok, key, by, detail)
+    # the response cache's savings: the cached calls only (found through calls_summary, whose
+    # first column is status), so the totals above keep reading their covering index alone
+    saved = (
+        select(key, func.sum(c.saved_usd).label("saved_usd"))
+        .where(*where, c.status == "cached")
+        .group_by(key)
+    )
+    return SummaryQuery(totals, inputs, ok, key, by, detail, saved)
 
 
 def typed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -85,7 +94,7 @@ def typed(frame: pd.DataFrame) -> pd.DataFrame:
     for col in ("ts_start", "ts_end"):
         if col in frame:
             frame[col] = pd.to_datetime(frame[col], utc=True, format="ISO8601")
-    for col in ("cost_usd", "latency_s", "ttft_s", "output_tps", "temperature", "setup_s"):
+    for col in FLOAT_COLUMNS:
         if col in frame:
             frame[col] = frame[col].astype("float64")
     for col in INT_COLUMNS:
@@ -110,10 +119,12 @@ def summary_parts(
     import pandas as pd
     from sqlalchemy import func, select
 
-    totals, inputs, ok, key, by, detail = query
+    totals, inputs, ok, key, by, detail, saved = query
     c = tables()["calls"].c
     with engine.connect() as conn:
         out = pd.read_sql(totals, conn).set_index(by)
+        if saved is not None:
+            out = out.join(pd.read_sql(saved, conn).set_index(by), how="left")
         used = pd.read_sql(detail, conn)
         if dialect == "postgresql":
             pct = (
@@ -150,8 +161,9 @@ def summary_frame(
     saved: Callable[[pd.DataFrame], Any] | None,
 ) -> pd.DataFrame:
     """Totals, the usage detail summed by key, what the prompt cache saved by key (``saved``:
-    dollars for each row of ``detail`` that used the cache; NaN without it) and the spread
-    joined, with fixed dtypes (even when empty)."""
+    dollars for each row of ``detail`` that used the cache; NaN without it), what the response
+    cache saved (``saved_usd``, 0 without cached calls) and the spread joined, with fixed dtypes
+    (even when empty)."""
     for col in USAGE_DETAIL:
         detail[col] = detail[col].fillna(0).astype("int64")
     used = detail[(detail["cache_read_tokens"] > 0) | (detail["cache_write_tokens"] > 0)]
@@ -165,8 +177,10 @@ def summary_frame(
     for col in USAGE_DETAIL:
         out[col] = out[col].fillna(0)
     out["cache_saved_usd"] = out["cache_saved_usd"].where(out.index.isin(sums.index), 0.0)
+    out["saved_usd"] = out["saved_usd"].fillna(0.0) if "saved_usd" in out else 0.0
     for col in SUMMED:
         out[col] = out[col].astype("int64")
-    for col in ("cost_usd", "cache_saved_usd", "p50_latency_s", "p95_latency_s", "p50_ttft_s"):
+    money = ("cost_usd", "cache_saved_usd", "saved_usd")
+    for col in (*money, "p50_latency_s", "p95_latency_s", "p50_ttft_s"):
         out[col] = out[col].astype("float64")
     return out

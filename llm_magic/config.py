@@ -200,6 +200,7 @@ class Settings:
     ollama_api_base: str = "http://localhost:11434"
     store_text: bool = True
     timeout_s: float = 120.0
+    cache: bool = False  # LLM_MAGIC_CACHE: the response cache for temperature 0 calls
     _keys: dict[str, ProviderKeys] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
@@ -235,6 +236,7 @@ class Settings:
             timeout_s=_float("LLM_MAGIC_TIMEOUT_S", 120.0) or 120.0,
             store_text=(_text("LLM_MAGIC_STORE_TEXT") or "1").lower()
             not in ("0", "false", "no", "off"),
+            cache=(_text("LLM_MAGIC_CACHE") or "0").lower() in ("1", "true", "yes", "on"),
         )
 
     def keys(self, provider: str) -> ProviderKeys:

@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
-from . import _plan, errors
+from . import _plan, _respcache, errors
 from ._attempt import Run
 from ._plan import Request, _chats, _chats_lock, get_ready
 from ._toolcalls import ToolEvent
@@ -75,7 +75,7 @@ class Stream:
     ) -> None:
         self.request = req
         self._args = (cfg, book, status, waited_s)
-        self._run: Run | ToolRun | None = None
+        self._run: Run | ToolRun | _respcache.CachedRun | None = None
         self._chunks_in: Generator[str, None, None] | None = None
         self._over = False
         self.chunks: list[str] = []
@@ -124,7 +124,8 @@ class Stream:
             plan = _plan.make(self.request, cfg, book, status, waited_s)
             if self.on_tool is not None:
                 plan.on_tool = self.on_tool
-            self._run = ToolRun(plan) if plan.req.run_tools else Run(plan)
+            cached = _respcache.answer(plan)  # an identical earlier answer (cache=True)
+            self._run = cached or (ToolRun(plan) if plan.req.run_tools else Run(plan))
             self._chunks_in = self._run.chunks()
         return self._chunks_in
 

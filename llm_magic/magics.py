@@ -61,6 +61,10 @@ class LLMMagics(Magics):
     )
     store_text = Bool(True, help="Keep prompt and response text in the ledger.").tag(config=True)
     ledger = Unicode(help="Ledger path or sqlite:/// URL (env LLM_MAGIC_LEDGER).").tag(config=True)
+    cache = Bool(
+        help="Answer temperature-0 calls identical to an earlier ok call from the ledger "
+        "(env LLM_MAGIC_CACHE; --cache asks for one call, at any temperature)."
+    ).tag(config=True)
 
     @default("default_model")
     def _default_model(self) -> str:
@@ -73,6 +77,10 @@ class LLMMagics(Magics):
     @default("store_text")
     def _default_store_text(self) -> bool:
         return settings().store_text
+
+    @default("cache")
+    def _default_cache(self) -> bool:
+        return settings().cache
 
     @default("display_mode")
     def _default_display(self) -> str:
@@ -105,6 +113,7 @@ class LLMMagics(Magics):
             default_model=self.default_model,
             ledger=self.ledger,
             store_text=self.store_text,
+            cache=self.cache,
         )
 
     def book(self) -> Any:
@@ -147,6 +156,13 @@ class LLMMagics(Magics):
         "--cache-prompt",
         action="store_true",
         help="mark the system prompt and long context for Anthropic's prompt cache",
+    )
+    @argument(
+        "--cache",
+        action="store_true",
+        default=None,
+        help="answer from the ledger if an identical request got an ok answer (nothing sent, "
+        "$0; %%llm cache clear forgets)",
     )
     @argument("words", nargs="*", help="subcommand for the line magic (see below)")
     @kwds(epilog=_commands.summary())
@@ -260,6 +276,7 @@ class LLMMagics(Magics):
             **self._tools(args),
             schema=self._schema(args.schema),
             cache_prompt=args.cache_prompt,
+            cache=args.cache,  # None: LLMMagics.cache decides (temperature 0 only)
         )
 
     def _tools(self, args: argparse.Namespace) -> dict[str, Any]:

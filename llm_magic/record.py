@@ -31,7 +31,8 @@ OPERATIONS = ("chat", "embeddings")
 #: ``anthropic``: Anthropic's token-counting endpoint; ``tokenizer``: the model's own tokenizer
 #: (the local model); ``estimate``: litellm's estimate (tiktoken) for everything else.
 PROMPT_COUNTS = ("anthropic", "tokenizer", "estimate")
-STATUSES = ("ok", "error", "interrupted", "refused_budget", "refused_context")
+#: ``cached``: answered from the ledger by the response cache (``cache=True``; nothing sent).
+STATUSES = ("ok", "error", "interrupted", "refused_budget", "refused_context", "cached")
 
 
 def utcnow() -> datetime:
@@ -101,6 +102,13 @@ class CallRecord:
     )
     tool_calls: list[dict[str, Any]] | None = _col(
         "text", None, "JSON text of a list, NULL when none"
+    )
+    # response cache (m009)
+    request_hash: str | None = _col(
+        "text", None, "the request's identity (model, messages, parameters): _respcache"
+    )
+    saved_usd: float = _col(
+        "float", math.nan, "cached rows: the original call's cost it avoided; NULL otherwise"
     )
     # experiments (m010): NULL outside lm.experiment
     experiment: str | None = _col("text", None, "the lm.experiment name")

@@ -19,7 +19,7 @@ SETUP_SHOWN_S = 0.5  # the footer mentions set-up time above this
 @dataclass
 class Result:
     """The answer and its accounting. ``status`` is ``ok``, ``error``, ``interrupted``,
-    ``refused_budget`` or ``refused_context``."""
+    ``refused_budget``, ``refused_context`` or ``cached`` (answered from the ledger)."""
 
     text: str
     model: str
@@ -45,6 +45,8 @@ class Result:
     cache_read_tokens: int | None = None  # of input_tokens: read from the provider's cache
     cache_write_tokens: int | None = None  # of input_tokens: written to it
     cache_saved_usd: float = math.nan  # what the cache saved (pricing.cache_saving)
+    request_hash: str | None = None  # the request's identity (the response cache's key)
+    saved_usd: float = math.nan  # answered from the ledger: the original call's cost
     record: CallRecord | None = field(default=None, repr=False, compare=False)  # its ledger row
 
     @classmethod
@@ -68,6 +70,11 @@ class Result:
         )
 
     @property
+    def cached(self) -> bool:
+        """Answered from the ledger by the response cache (nothing was sent)."""
+        return self.status == "cached"
+
+    @property
     def truncated(self) -> bool:
         """The answer stopped because it reached ``max_tokens``."""
         return self.finish_reason == "length"
@@ -85,6 +92,9 @@ class Result:
         est = "~" if self.usage_source == "estimated" else ""
         parts.append(f"{est}{self.input_tokens} in / {est}{self.output_tokens} out tokens")
         parts.append(cost(self.cost_usd))
+        if self.cached:
+            known = not math.isnan(self.saved_usd)
+            parts.append(f"cached (saved {cost(self.saved_usd)})" if known else "cached")
         cached = self._cached()
         if cached:
             parts.append(cached)
@@ -100,7 +110,7 @@ class Result:
                 parts.append(f"stopped at max_tokens ({self.max_tokens}): raise it, e.g. {more}")
             else:
                 parts.append("stopped at max_tokens: raise it with --max-tokens N")
-        if self.status != "ok":
+        if self.status not in ("ok", "cached"):
             parts.append(self.status)
         return " · ".join(parts)
 

@@ -326,7 +326,8 @@ class Ledger:
     def summary(self, by: str = "model", today: bool = False) -> pd.DataFrame:
         """Calls, tokens, cost (NaN if none known), the usage detail (cache reads and writes,
         reasoning tokens), what the prompt cache saved (``cache_saved_usd``, at each model's
-        price now) and latency percentiles of ok calls, grouped by
+        price now), what the response cache saved (``saved_usd``: its ``cached`` calls) and
+        latency percentiles of ok calls, grouped by
         ``model|agent|user|day|status|provider|chat``. Aggregated in SQL: a million rows are
         never pulled into pandas."""
         query = _reads.summary_query(by, today)

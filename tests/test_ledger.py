@@ -62,7 +62,9 @@ def test_a_blank_ledger_has_exactly_the_documented_columns(ledger_url: str) -> N
     assert [c["name"] for c in found] == [name for name, _ in COLUMNS]
     for column, (name, kind) in zip(found, COLUMNS, strict=True):
         assert isinstance(column["type"], kinds[kind]), (name, column["type"])
-    assert NAMES[-12:] == [  # each migration's columns appended, in order (m004, m006, m007, m010)
+    assert NAMES[
+        -14:
+    ] == [  # each migration's columns appended, in order (m004, m006, m007, m009, m010)
         "finish_reason",
         "setup_s",
         "cache_read_tokens",
@@ -72,6 +74,8 @@ def test_a_blank_ledger_has_exactly_the_documented_columns(ledger_url: str) -> N
         "operation",
         "prompt_count_source",
         "tool_calls",
+        "request_hash",
+        "saved_usd",
         "experiment",
         "prompt_hash",
         "repeat",

@@ -63,6 +63,8 @@ SCHEMA: dict[str, list[tuple[str, str, bool, bool]]] = {
         ("operation", TEXT, False, False),
         ("prompt_count_source", TEXT, False, False),
         ("tool_calls", TEXT, False, False),
+        ("request_hash", TEXT, False, False),
+        ("saved_usd", FLOAT, False, False),
         ("experiment", TEXT, False, False),
         ("prompt_hash", TEXT, False, False),
         ("repeat", INT, False, False),
@@ -84,6 +86,11 @@ SCHEMA: dict[str, list[tuple[str, str, bool, bool]]] = {
         ("pid", INT, False, False),
     ],
     "_migrations": [("name", TEXT, False, True), ("applied_at", TEXT, False, False)],
+    "meta": [
+        ("key", TEXT, False, True),
+        ("value", TEXT, False, False),
+        ("set_at", TEXT, True, False),
+    ],
 }
 INDEXES: dict[str, dict[str, list[str]]] = {
     "calls": {
@@ -116,6 +123,7 @@ INDEXES: dict[str, dict[str, list[str]]] = {
             "cache_write_1h_tokens",
             "reasoning_tokens",
         ],  # fmt: skip (partial: the calls that report some usage detail)
+        "calls_request_hash": ["request_hash", "status", "ts_start"],
         "calls_experiment": ["experiment", "status"],
     },
 }
@@ -128,6 +136,7 @@ APPLIED = [
     "m006_usage_detail",
     "m007_call_shape",
     "m008_summary_detail",
+    "m009_response_cache",
     "m010_experiment",
 ]
 
