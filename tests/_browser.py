@@ -416,12 +416,15 @@ class Notebook:
     def wait_done(self, index: int, timeout_s: float = 90.0) -> str:
         """Wait until the cell's prompt shows an execution count (``[3]:``) again."""
         deadline = time.monotonic() + timeout_s
+        text = ""
         while time.monotonic() < deadline:
             text = self.prompt(index)
             if re.fullmatch(r"\[\d+\]:?", text):
                 return text
             time.sleep(0.05)
-        raise AssertionError(f"cell {index} still running after {timeout_s:.0f} s")
+        raise AssertionError(  # "[ ]:" never ran (a dropped key press), "[*]:" still running
+            f"cell {index} still running after {timeout_s:.0f} s (its prompt shows {text!r})"
+        )
 
     def record(self, index: int) -> Recording:
         """Run cell ``index`` and record every change of its output until it is done."""
