@@ -23,7 +23,7 @@ from typing import Any
 
 from ._toolcalls import ToolEvent
 from .result import Result
-from .vocab import DISPLAY_MODES
+from .vocab import DISPLAY_MODES, no_math
 
 __all__ = [
     "StreamView",
@@ -59,23 +59,34 @@ def status_bundle(message: str) -> dict[str, str]:
 
 def error_bundle(message: str) -> dict[str, str]:
     """A failed call with nothing to show: its one line, kept in the notebook."""
-    return {"text/markdown": f"> ⚠️ {html_escape(message)}", "text/plain": message}
+    return {"text/markdown": f"> ⚠️ {no_math(message)}", "text/plain": message}
+
+
+RAN = "⚙ "  # how a note about a tool call that ran begins (``⚙ get_weather({…}) → output``)
 
 
 def render_final(result: Result, fmt: str) -> dict[str, Any]:
-    """The MIME bundle of the finished answer in format ``fmt`` (markdown|text|code|json)."""
+    """The MIME bundle of the finished answer in format ``fmt`` (markdown|text|code|json).
+
+    Tool calls that ran come first, as they did while streaming (the answer came after them);
+    the calls the answer asks for, the notes and the footer follow it. Our own words are kept
+    out of MathJax's reach (``vocab.no_math``): a footer's two ``$`` amounts are money."""
     text = result.text
     footer = result.footer()
+    ran = [n for n in result.notes if n.startswith(RAN)]
+    said = [n for n in result.notes if not n.startswith(RAN)]
     calls = result.tool_lines()
+    before = "".join(f"<code>{html_escape(c, quote=False)}</code>\n\n" for c in ran)
     notes = "".join(f"\n\n<code>{html_escape(c, quote=False)}</code>" for c in calls)
-    notes += "".join(f"\n\n> {n}" for n in result.notes)
+    notes += "".join(f"\n\n> {no_math(n)}" for n in said)
+    small = f"\n\n{no_math(footer, 'small')}"
     if fmt == "text":
-        plain = "\n".join([text, *calls, *(f"[{n}]" for n in result.notes), f"[{footer}]"])
+        plain = "\n".join([*ran, text, *calls, *(f"[{n}]" for n in said), f"[{footer}]"])
         return {"text/plain": plain}
     if fmt == "code":
         match = _FENCE.search(text)
         lang, code = (match.group(1), match.group(2)) if match else ("", text)
-        md = f"```{lang}\n{code.rstrip()}\n```{notes}\n\n<small>{footer}</small>"
+        md = f"{before}```{lang}\n{code.rstrip()}\n```{notes}{small}"
         return {"text/markdown": md, "text/plain": code}
     if fmt == "json":
         match = _FENCE.search(text)
@@ -83,13 +94,13 @@ def render_final(result: Result, fmt: str) -> dict[str, Any]:
         try:
             data = json.loads(raw)
         except ValueError:
-            md = f"{text}{notes}\n\n> The answer is not valid JSON.\n\n<small>{footer}</small>"
+            md = f"{before}{text}{notes}\n\n> The answer is not valid JSON.{small}"
             return {"text/markdown": md, "text/plain": text}
         pretty = json.dumps(data, indent=2, ensure_ascii=False)
-        md = f"```json\n{pretty}\n```{notes}\n\n<small>{footer}</small>"
+        md = f"{before}```json\n{pretty}\n```{notes}{small}"
         return {"text/markdown": md, "text/plain": pretty}
-    plain = "\n".join([text, *calls]) if calls else text
-    return {"text/markdown": f"{text}{notes}\n\n<small>{footer}</small>", "text/plain": plain}
+    plain = "\n".join([*ran, text, *calls])
+    return {"text/markdown": f"{before}{text}{notes}{small}", "text/plain": plain}
 
 
 class StreamView:
@@ -319,7 +330,7 @@ class CompareView:
             text = result.text if result is not None else self.texts[m]
             extra = [*result.notes, result.footer()] if result is not None else []
             heads.append(f"<th {_cell(f'width:{width}')}>{html_escape(self._header(m))}</th>")
-            tail = "".join(f"<br><small>{html_escape(x)}</small>" for x in extra)
+            tail = "".join(f"<br>{no_math(x, 'small')}" for x in extra)
             body = f'<div style="white-space:pre-wrap">{html_escape(text)}</div>'
             cells.append(f'<td class="{COLUMN_CLASS}" {_cell()}>{body}{tail}</td>')
             plain.append("\n".join([f"=== {self._header(m)} ===", text, *extra]))

@@ -9,7 +9,7 @@ from typing import Any
 
 from ._toolcalls import show_call
 from .record import CallRecord
-from .vocab import cost
+from .vocab import cost, no_math
 
 __all__ = ["Result", "SETUP_SHOWN_S"]
 
@@ -90,7 +90,7 @@ class Result:
         if self.fallback_from:
             parts.append(f"fallback from {self.fallback_from}")
         est = "~" if self.usage_source == "estimated" else ""
-        parts.append(f"{est}{self.input_tokens} in / {est}{self.output_tokens} out tokens")
+        parts.append(f"{est}{self.input_tokens:,} in / {est}{self.output_tokens:,} out tokens")
         parts.append(cost(self.cost_usd))
         if self.cached:
             known = not math.isnan(self.saved_usd)
@@ -135,14 +135,14 @@ class Result:
         return self.text
 
     def _repr_markdown_(self) -> str:
-        notes = "".join(f"\n\n> {n}" for n in self.notes)
+        notes = "".join(f"\n\n> {no_math(n)}" for n in self.notes)
         calls = "".join(
             f"\n\n<code>{html.escape(c, quote=False)}</code>" for c in self.tool_lines()
         )
-        return f"{self.text}{calls}{notes}\n\n<small>{html.escape(self.footer())}</small>"
+        return f"{self.text}{calls}{notes}\n\n{no_math(self.footer(), 'small')}"
 
     def _repr_html_(self) -> str:
         body = html.escape(self.text).replace("\n", "<br>")
         body += "".join(f"<p><code>{html.escape(c)}</code></p>" for c in self.tool_lines())
-        notes = "".join(f"<p><em>{html.escape(n)}</em></p>" for n in self.notes)
-        return f"<div>{body}</div>{notes}<small>{html.escape(self.footer())}</small>"
+        notes = "".join(f"<p><em>{no_math(n)}</em></p>" for n in self.notes)
+        return f"<div>{body}</div>{notes}{no_math(self.footer(), 'small')}"

@@ -11,6 +11,7 @@ Base layer: imports nothing of llm_magic.
 from __future__ import annotations
 
 import math
+from html import escape
 
 __all__ = [
     "DISPLAY_MODES",
@@ -20,6 +21,8 @@ __all__ = [
     "usd",
     "cost",
     "usd_label",
+    "NO_MATH",
+    "no_math",
 ]
 
 # How an answer streams: ``auto`` picks ``handle`` in a kernel and ``text`` elsewhere.
@@ -58,3 +61,15 @@ def usd_label(value: float) -> str:
     if abs(value) >= 1 or (abs(value) >= 0.01 and round(value, 2) == value):
         return f"${value:,.2f}"
     return f"${value:.3g}"
+
+
+# MathJax 2 (nbconvert, nbviewer) and MathJax 3 (JupyterLab 4, Notebook 7) leave elements of
+# these classes alone. Without them, two amounts on one line ("$0.006 · … saved $0.027") are
+# typeset as LaTeX math between the dollar signs, in Markdown and HTML output alike.
+NO_MATH = "tex2jax_ignore mathjax_ignore"
+
+
+def no_math(text: str, tag: str = "span") -> str:
+    """Our own words (a footer, a note, an error line) for Markdown or HTML output: escaped,
+    in a ``tag`` that MathJax does not typeset, so ``$`` stays a dollar sign."""
+    return f'<{tag} class="{NO_MATH}">{escape(text, quote=False)}</{tag}>'

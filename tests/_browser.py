@@ -7,6 +7,7 @@ Nothing is downloaded: Playwright comes from PyPI and drives ``/usr/bin/chromium
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -77,7 +79,9 @@ class JupyterServer:
     127.0.0.1 port with a token, in throwaway root, ledger, settings, config, data and runtime
     directories; its kernels run this worktree's ``.venv`` with ``PYTHONPATH`` on this tree."""
 
-    def __init__(self, base: Path, clear_env: list[str]) -> None:
+    def __init__(
+        self, base: Path, clear_env: list[str], extra_env: dict[str, str] | None = None
+    ) -> None:
         self.base = base
         self.root = base / "root"
         self.ledger = base / "ledger.sqlite"
@@ -126,6 +130,7 @@ class JupyterServer:
                 "JUPYTER_PLATFORM_DIRS": "1",
             }
         )
+        env.update(extra_env or {})  # e.g. a scripted provider's base URLs and fake keys
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -411,12 +416,15 @@ class Notebook:
     def wait_done(self, index: int, timeout_s: float = 90.0) -> str:
         """Wait until the cell's prompt shows an execution count (``[3]:``) again."""
         deadline = time.monotonic() + timeout_s
+        text = ""
         while time.monotonic() < deadline:
             text = self.prompt(index)
             if re.fullmatch(r"\[\d+\]:?", text):
                 return text
             time.sleep(0.05)
-        raise AssertionError(f"cell {index} still running after {timeout_s:.0f} s")
+        raise AssertionError(  # "[ ]:" never ran (a dropped key press), "[*]:" still running
+            f"cell {index} still running after {timeout_s:.0f} s (its prompt shows {text!r})"
+        )
 
     def record(self, index: int) -> Recording:
         """Run cell ``index`` and record every change of its output until it is done."""
@@ -456,6 +464,11 @@ class Notebook:
                 return nb
             time.sleep(0.25)
         raise AssertionError(f"{self.name} was not saved with its outputs in {timeout_s:.0f} s")
+
+    def texts(self, index: int, selector: str) -> list[str]:
+        """The innerText of every element matching ``selector`` in cell ``index``'s output."""
+        found = self.cell(index).locator(f".jp-OutputArea {selector}")
+        return [str(t) for t in found.all_inner_texts()]
 
     def shot(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -545,3 +558,46 @@ def launch_chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+class StepBroke(Exception):
+    """A step of a browser run broke: the later steps cannot run (their tests say which)."""
+
+
+class Steps:
+    """The named steps of one driven notebook: ``with steps("save"): …`` times the step,
+    screenshots the page at its end (``shots``) and, when it raises, keeps the error
+    (``errors``) and raises :class:`StepBroke`, which the driver catches to stop. Tests then
+    judge what each step saw: ``need`` fails one whose steps broke, ``check`` fails with the
+    screenshot of the step judged copied to ``build/``."""
+
+    def __init__(self, nb: Notebook, shots: Path, label: str) -> None:
+        self.nb = nb
+        self.dir = shots
+        self.label = label
+        self.shots: dict[str, Path] = {}
+        self.errors: dict[str, str] = {}
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        try:
+            yield
+        except Exception as exc:
+            self.errors[name] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            raise StepBroke(name) from exc
+        finally:
+            self.seconds[name] = round(time.monotonic() - t0, 1)
+            with contextlib.suppress(Exception):  # a dead page: the error says why
+                self.shots[name] = self.nb.shot(self.dir / f"{self.label}-{name}.png")
+
+    def need(self, *names: str) -> None:
+        for name in names:
+            if name in self.errors:
+                pytest.fail(f"[{self.label}] step {name!r} broke: {self.errors[name]}")
+
+    def check(self, step: str, ok: bool, message: str, test_name: str) -> None:
+        if not ok:
+            shot = save_failure_shot(self.shots.get(step), test_name)
+            pytest.fail(f"[{self.label}] {message}\nscreenshot: {shot}")

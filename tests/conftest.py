@@ -174,12 +174,27 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         conn.execute(f"CREATE DATABASE {name}")
     base = admin.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    from llm_magic import store
-
-    for spec in [s for s in store._ledgers if name in s]:
-        store._ledgers.pop(spec).close()
+    close_engines_of(name)
     with psycopg.connect(plain, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def close_engines_of(database: str) -> None:
+    """Close the ledgers a test opened on ``database`` (through ``lm.ledger`` or ``Ledger(url)``
+    directly): every SQLAlchemy engine on it is disposed, so its pooled psycopg connections are
+    closed here, before DROP DATABASE, not left to the garbage collector (a ResourceWarning
+    "deleted while still open" in whichever later test the collection falls in)."""
+    import gc
+
+    from sqlalchemy.engine import Engine
+
+    from llm_magic import store
+
+    for spec in [s for s in store._ledgers if database in s]:
+        store._ledgers.pop(spec).close()
+    for obj in gc.get_objects():
+        if isinstance(obj, Engine) and obj.url.database == database:
+            obj.dispose()
 
 
 def published(cap) -> list[dict]:  # type: ignore[no-untyped-def]

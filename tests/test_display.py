@@ -29,7 +29,10 @@ def test_widget_mode_streams_into_an_output_and_ends_as_ordinary_markdown(front_
     assert last["update"] and last["id"] == first["id"]  # …whose display is then replaced
     assert set(last["data"]) == {"text/markdown", "text/plain"}  # by ordinary output
     assert last["data"]["text/markdown"].startswith("Hello **world**")
-    assert "<small>m · 0 in / 0 out tokens · $0</small>" in last["data"]["text/markdown"]
+    assert (
+        '<small class="tex2jax_ignore mathjax_ignore">m · 0 in / 0 out tokens · $0</small>'
+        in last["data"]["text/markdown"]
+    )
     assert out.comm is None  # the widget is closed: nothing in the notebook refers to it
 
 
@@ -66,7 +69,7 @@ def test_a_failed_call_leaves_its_line_or_its_partial_text(front_end) -> None:
     view.add("partial ans")
     view.fail("StreamInterrupted: response interrupted", result("partial ans", status="error"))
     md = published(front_end)[-1]["data"]["text/markdown"]
-    assert md.startswith("partial ans") and "> StreamInterrupted: response interrupted" in md
+    assert md.startswith("partial ans") and "StreamInterrupted: response interrupted" in md
 
 
 def test_auto_mode_is_an_updated_display_in_a_kernel() -> None:
@@ -99,6 +102,58 @@ def test_formats(fmt: str, text: str, expect: tuple[str | None, str]) -> None:
     else:
         assert md in bundle["text/markdown"]
         assert bundle["text/plain"].startswith(plain)
+
+
+def test_dollar_amounts_in_footers_notes_and_errors_are_kept_out_of_mathjax() -> None:
+    """Two ``$`` on a line are LaTeX math to MathJax (JupyterLab, nbconvert): the footer, the
+    notes and an error line are in elements it skips (seen in a browser: tests/
+    test_browser_calls.py), and their text is escaped."""
+    from llm_magic.display import error_bundle
+
+    done = Result(
+        "Costs rose by $3 to $5.",  # the answer's own text is the model's Markdown: left alone
+        model="m",
+        requested_model="m",
+        cost_usd=0.006,
+        cache_read_tokens=10_000,
+        cache_saved_usd=0.027,
+        notes=["Spent $1.80 of the $2.00 budget <today>"],
+    )
+    for md in (render_final(done, "markdown")["text/markdown"], done._repr_markdown_()):
+        assert md.startswith("Costs rose by $3 to $5.")
+        assert (
+            '<small class="tex2jax_ignore mathjax_ignore">m · 0 in / 0 out tokens · $0.006000'
+            " · 10,000 cached (saved $0.0270)</small>" in md
+        )
+        assert (
+            '> <span class="tex2jax_ignore mathjax_ignore">Spent $1.80 of the $2.00 budget '
+            "&lt;today&gt;</span>" in md
+        )
+    assert 'class="tex2jax_ignore mathjax_ignore">m · 0 in' in done._repr_html_()
+    line = error_bundle("BudgetExceeded: $2.10 over the $2.00 cap")["text/markdown"]
+    assert line == (
+        '> ⚠️ <span class="tex2jax_ignore mathjax_ignore">'
+        "BudgetExceeded: $2.10 over the $2.00 cap</span>"
+    )
+
+
+def test_footer_token_counts_have_thousands_separators_like_the_cache_part() -> None:
+    done = result("x", input_tokens=10_500, output_tokens=1_200, cache_read_tokens=10_000)
+    assert done.footer().startswith("m · 10,500 in / 1,200 out tokens · $0 · 10,000 cached")
+
+
+def test_tool_calls_that_ran_come_before_the_answer_as_they_streamed() -> None:
+    ran = '⚙ get_weather({"city": "Paris"}) → 18°C in $ land'
+    done = result("Sunny.", notes=[ran, "2 rounds ran (1 tool call run)"])
+    bundle = render_final(done, "markdown")
+    md = bundle["text/markdown"]
+    assert md.startswith(f"<code>{ran}</code>\n\nSunny.")
+    assert md.index("Sunny.") < md.index("2 rounds ran") < md.index("<small")
+    assert ran not in md.split("Sunny.", 1)[1]  # once, before the answer
+    assert bundle["text/plain"] == f"{ran}\nSunny."
+    asked = result("Let me look.", tool_calls=[{"id": "c", "name": "f", "arguments": {}}])
+    md = render_final(asked, "markdown")["text/markdown"]
+    assert md.startswith("Let me look.\n\n<code>⚙ f({})</code>")  # asked for: after the text
 
 
 def test_missing_local_extra_names_the_install_command(monkeypatch) -> None:

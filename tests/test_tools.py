@@ -348,8 +348,9 @@ def test_magic_tool_calls_grow_in_the_cell_and_stay_in_its_output(
     assert '⚙ get_weather({"ci' in growing  # while its arguments were still arriving
     assert any(s.startswith('⚙ get_weather({"city": "Paris"}) → 18°C in Paris') for s in shown)
     final = published(front_end)[-1]["data"]["text/markdown"]
-    assert final.startswith("Sunny, 18°C.")
-    assert '⚙ get_weather({"city": "Paris"}) → 18°C in Paris' in final
+    # the call that ran stays where it streamed: before the answer it led to
+    assert final.startswith('<code>⚙ get_weather({"city": "Paris"}) → 18°C in Paris</code>')
+    assert final.index("→ 18°C in Paris") < final.index("Sunny, 18°C.")
 
 
 @pytest.mark.parametrize(
