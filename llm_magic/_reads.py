@@ -133,6 +133,7 @@ def summary_parts(
                     func.percentile_cont(0.5).within_group(c.latency_s).label("p50_latency_s"),
                     func.percentile_cont(0.95).within_group(c.latency_s).label("p95_latency_s"),
                     func.percentile_cont(0.5).within_group(c.ttft_s).label("p50_ttft_s"),
+                    func.percentile_cont(0.95).within_group(c.ttft_s).label("p95_ttft_s"),
                 )
                 .where(*ok)
                 .group_by(key)
@@ -149,6 +150,7 @@ def summary_parts(
                     "p50_latency_s": grouped["latency_s"].median(),
                     "p95_latency_s": grouped["latency_s"].quantile(0.95),
                     "p50_ttft_s": grouped["ttft_s"].median(),
+                    "p95_ttft_s": grouped["ttft_s"].quantile(0.95),
                 }
             )
     return out, spread, used
@@ -181,6 +183,6 @@ def summary_frame(
     for col in SUMMED:
         out[col] = out[col].astype("int64")
     money = ("cost_usd", "cache_saved_usd", "saved_usd")
-    for col in (*money, "p50_latency_s", "p95_latency_s", "p50_ttft_s"):
+    for col in (*money, "p50_latency_s", "p95_latency_s", "p50_ttft_s", "p95_ttft_s"):
         out[col] = out[col].astype("float64")
     return out

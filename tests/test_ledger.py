@@ -233,6 +233,7 @@ def test_summary_is_aggregated_in_sql_with_percentiles_of_ok_calls(ledger_url: s
     assert s.loc["a", "p50_latency_s"] == pytest.approx(2.0)
     assert s.loc["a", "p95_latency_s"] == pytest.approx(3.8)
     assert s.loc["a", "p50_ttft_s"] == pytest.approx(0.2)
+    assert s.loc["a", "p95_ttft_s"] == pytest.approx(0.29)  # the 9 s error's TTFT left out too
 
 
 def test_merge_into_copies_once(ledger_url: str, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ const COLUMNS = [
   ["p50_latency_s", "p50 latency", (v) => (v === null ? "–" : `${v.toFixed(3)} s`)],
   ["p95_latency_s", "p95 latency", (v) => (v === null ? "–" : `${v.toFixed(3)} s`)],
   ["p50_ttft_s", "p50 TTFT", (v) => (v === null ? "–" : `${v.toFixed(3)} s`)],
+  ["p95_ttft_s", "p95 TTFT", (v) => (v === null ? "–" : `${v.toFixed(3)} s`)],
 ];
 
 function table(el, key, rows) {
