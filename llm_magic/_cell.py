@@ -45,7 +45,7 @@ def show_stream(view: StreamView, stream: Stream, *, buffered: bool = False) -> 
         return stop.result
     except errors.ProviderError as exc:
         failed: Result | None = getattr(exc, "result", None)
-        view.fail(f"{type(exc).__name__}: {exc}", failed)
+        view.fail(errors.describe(exc), failed)
         return failed
     done = stream.result
     if done is not None:

@@ -306,3 +306,28 @@ def _reset(magics: LLMMagics, opts: argparse.Namespace) -> None:
 
     names = reset_chat(opts.chat)
     print(f"Forgot chat(s): {', '.join(names)}" if names else "No chat to forget")
+
+
+_serving: dict[str, Any] = {}  # "server": the kernel's background server (llm_magic.web)
+
+
+def _background() -> Any:
+    from .web.server import Background
+
+    return _serving.setdefault("server", Background())
+
+
+@command("serve", "%llm serve start --port 8765")
+@argument(
+    "action", nargs="?", default="status", metavar="ACTION", help="start, stop or status (default)"
+)
+@argument("--port", type=int, default=8765, help="port to serve on (127.0.0.1), default 8765")
+def _serve(magics: LLMMagics, opts: argparse.Namespace) -> None:
+    """Serve a chat page and /api/chat from this kernel (in the background), on 127.0.0.1."""
+    server = _background()
+    if opts.action == "start":
+        print(f"Serving at {server.start(port=opts.port)} (the token is shown only now)")
+    elif opts.action in ("stop", "status"):
+        print(server.stop() if opts.action == "stop" else server.status())
+    else:
+        raise UsageError(f"%llm serve {opts.action!r}: use start, stop or status")

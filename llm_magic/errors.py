@@ -32,6 +32,7 @@ __all__ = [
     "Interrupted",
     "BudgetRefused",
     "for_status",
+    "describe",
 ]
 
 
@@ -217,3 +218,12 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, result: Any) -> None:
         super().__init__("response interrupted")
         self.result = result
+
+
+def describe(exc: BaseException) -> str:
+    """The one line a failed call shows, in a notebook cell and in the server's ``error`` event:
+    ``StreamInterrupted: response interrupted: …`` for a provider failure, the message alone
+    for a usage mistake, ``response interrupted`` for a stopped call."""
+    if isinstance(exc, (UsageProblem, Interrupted)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
