@@ -204,7 +204,7 @@ class Seen:
 
 
 async def read_stream(
-    client: Any, served: Served, model: str, user: str, gate: asyncio.Event, on_first: Any = None
+    client: Any, served: Served, model: str, user: str, gate: asyncio.Event, watch: Any = None
 ) -> Seen:
     """POST one chat request once ``gate`` opens and read its SSE stream to the end."""
     seen = Seen(user)
@@ -228,10 +228,10 @@ async def read_stream(
             now = time.perf_counter()
             if not line:  # a blank line dispatches the event
                 if data:
-                    had_text = bool(seen.text)
+                    had = (seen.sid is not None, bool(seen.text))
                     seen.dispatch(event, eid, "\n".join(data), t0, now)
-                    if on_first is not None and seen.text and not had_text:
-                        on_first()
+                    if watch is not None:
+                        watch.saw(had, seen)
                 event, eid, data = "message", None, []
             elif line.startswith(":"):
                 seen.pings += 1
@@ -317,10 +317,8 @@ async def _clients(
     timeout = httpx.Timeout(120.0, connect=60.0)
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
         gate = asyncio.Event()
-        on_first = watch.first if watch is not None else None
         tasks = [
-            asyncio.create_task(read_stream(client, served, model, u, gate, on_first))
-            for u in users
+            asyncio.create_task(read_stream(client, served, model, u, gate, watch)) for u in users
         ]
         watcher = asyncio.create_task(watch.run(tasks)) if watch is not None else None
         await asyncio.sleep(0)
@@ -331,6 +329,14 @@ async def _clients(
         if watcher is not None:
             await watcher
     return list(seen), wall
+
+
+async def _loop_lag(lags: list[float], stop: asyncio.Event) -> None:
+    """How late this process's own event loop wakes up (the clients' share of any gap)."""
+    while not stop.is_set():
+        t = time.perf_counter()
+        await asyncio.sleep(0.05)
+        lags.append(time.perf_counter() - t - 0.05)
 
 
 # -- (a) many clients against an instant provider, next to lm.stream direct ------------------------
@@ -409,7 +415,8 @@ def _part_a(ctx: Ctx, served: Served, ledger: Path, n: int) -> dict[str, Any]:
 
 # -- (b) many open streams against a slow provider ---------------------------------------------------
 class _Memory:
-    """Samples the server's memory once every client has its first token (all streams open)."""
+    """Samples the server's memory once every client has its stream open (its ``start``
+    event read), and how late the clients' own event loop runs meanwhile."""
 
     def __init__(self, pid: int, n: int) -> None:
         import psutil
@@ -417,22 +424,48 @@ class _Memory:
         self.proc = psutil.Process(pid)
         self.n = n
         self.opened = 0
+        self.tokens = 0  # clients that had their first token
+        self.tokens_at_sample = 0
+        self.lags: list[float] = []
         self.all_open = asyncio.Event()
         self.rss_open = math.nan
         self.uss_open = math.nan
         self.open_at_sample = 0
 
-    def first(self) -> None:
-        self.opened += 1
-        if self.opened == self.n:
-            self.all_open.set()
+    def saw(self, had: tuple[bool, bool], seen: Seen) -> None:
+        if seen.sid is not None and not had[0]:
+            self.opened += 1
+            if self.opened == self.n:
+                self.all_open.set()
+        if seen.text and not had[1]:
+            self.tokens += 1
 
     async def run(self, tasks: list[asyncio.Task[Seen]]) -> None:
+        stop = asyncio.Event()
+        lag = asyncio.create_task(_loop_lag(self.lags, stop))
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.all_open.wait(), timeout=120.0)
         self.open_at_sample = sum(1 for t in tasks if not t.done())
+        self.tokens_at_sample = self.tokens
         mem = self.proc.memory_full_info()
         self.rss_open, self.uss_open = float(mem.rss), float(mem.uss)
+        await asyncio.wait(tasks)
+        stop.set()
+        await lag
+
+
+def _in_flight(seen: list[Seen]) -> int:
+    """The most answers being streamed at once (from a client's first token to its last
+    event): how many provider calls the server had going together."""
+    marks = sorted(
+        [(s.times[s.first_at], 1) for s in seen] + [(s.times[-1], -1) for s in seen],
+        key=lambda m: (m[0], m[1]),
+    )
+    most = now = 0
+    for _, step in marks:
+        now += step
+        most = max(most, now)
+    return most
 
 
 def _gaps(seen: list[Seen], after_first: bool = False) -> list[float]:
@@ -451,7 +484,7 @@ def _part_b(ctx: Ctx, served: Served, ledger: Path, n: int, expected: str) -> di
     from llm_magic.store import open_ledger
 
     out: dict[str, Any] = {k: [] for k in ("rss", "uss", "per", "per_uss", "gap", "gapmax")}
-    out.update(gap1=[], gap1max=[])
+    out.update(gap1=[], gap1max=[], tokens=[], inflight=[], lag=[])
     out.update(pings=[], open=[], wall=[], idle=[], after=[])
     proc = psutil.Process(served.pid)
     warm, _ = asyncio.run(_clients(served, SLOW_MODEL, ["warm-b"]))
@@ -467,6 +500,9 @@ def _part_b(ctx: Ctx, served: Served, ledger: Path, n: int, expected: str) -> di
         _fail(f"B9 (b) round {r + 1} ledger", check_rows(ledger, before, seen))
         opened = max(1, watch.open_at_sample)
         out["open"].append(watch.open_at_sample)
+        out["tokens"].append(watch.tokens_at_sample)
+        out["inflight"].append(_in_flight(seen))
+        out["lag"].append(max(watch.lags) * 1e3 if watch.lags else math.nan)
         out["idle"].append(idle.rss / 2**20)
         out["rss"].append(watch.rss_open / 2**20)
         out["per"].append((watch.rss_open - idle.rss) / opened / 1024)
@@ -501,6 +537,23 @@ def run(ctx: Ctx) -> Section:
             a = _part_a(ctx, served, ledger, n_a)
             b = _part_b(ctx, served, ledger, n_b, "".join(slow))
     return _section(ctx, a, b, (n_a, n_b, slow_chunks, slow_delay))
+
+
+def _capped(b: dict[str, Any], n: int) -> list[str]:
+    """Why fewer answers than clients streamed at once, when they did."""
+    most = med(b["inflight"])
+    if most >= n:
+        return []
+    return [
+        f"**At most {most:.0f} answers streamed at once.** litellm's synchronous OpenAI client "
+        "is an `httpx.Client` with httpx's default limits (`max_connections=100`; "
+        "`litellm/llms/openai/common_utils.py`, `_get_sync_http_client`), shared by every call "
+        "to the same base URL in a process: the server (like `lm.stream` from more than 100 "
+        "threads) has at most 100 provider streams going at once per provider; the other "
+        "clients' streams are open, get their `start` event and their `: ping`s, and their "
+        "calls wait for a free connection (hence the wall time of two answers' length).",
+        "",
+    ]
 
 
 def _section(ctx: Ctx, a: dict[str, Any], b: dict[str, Any], sizes: tuple[Any, ...]) -> Section:
@@ -547,15 +600,23 @@ def _section(ctx: Ctx, a: dict[str, Any], b: dict[str, Any], sizes: tuple[Any, .
         f"{slow_delay:g} s apart)",
         "",
         f"All {n_b} streams complete, {n_b} new ledger rows per round. Memory: the server "
-        "process's resident set (and unique set, USS) sampled when every client had its first "
-        "token, minus the same just before the round, divided by the streams open at that "
-        "moment. Heartbeat: each client's longest wait between two things it saw (response "
-        f"headers, events, `: ping`), divided by the heartbeat period ({HEARTBEAT_S} s).",
+        "process's resident set (and unique set, USS) sampled when every client had its stream "
+        "open (its `start` event read), minus the same just before the round, divided by the "
+        "streams open at that moment. Heartbeat: each client's longest wait between two things "
+        f"it saw (response headers, events, `: ping`), divided by the heartbeat period "
+        f"({HEARTBEAT_S} s); the clients share one event loop in the bench process, whose own "
+        "lateness (a 50 ms sleep's overshoot) is in the table too.",
         "",
+        *_capped(b, n_b),
         *table(
             ["what", "median over rounds (min–max)"],
             [
-                ["streams open at the sample", fmt_n(b["open"], 0)],
+                ["streams open at the sample (all had their `start` event)", fmt_n(b["open"], 0)],
+                ["… of which had their first token", fmt_n(b["tokens"], 0)],
+                [
+                    "most answers streaming at once (first token to `[DONE]`)",
+                    fmt_n(b["inflight"], 0),
+                ],
                 ["server RSS idle, just before the round", fmt_n(b["idle"], 1, "MiB")],
                 ["server RSS with the streams open", fmt_n(b["rss"], 1, "MiB")],
                 ["**memory per open stream (RSS)**", f"**{fmt_n(b['per'], 1, 'KiB')}**"],
@@ -566,6 +627,7 @@ def _section(ctx: Ctx, a: dict[str, Any], b: dict[str, Any], sizes: tuple[Any, .
                 ["**longest gap ÷ heartbeat, worst client**", f"**{fmt_x(b['gapmax'])}**"],
                 ["the same from the first token on, median client", fmt_x(b["gap1"])],
                 ["the same from the first token on, worst client", fmt_x(b["gap1max"])],
+                ["the clients' own event loop: longest lateness", fmt_n(b["lag"], 0, "ms")],
                 [f"all {n_b} done (wall)", fmt_s(b["wall"])],
             ],
         ),
