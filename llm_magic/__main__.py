@@ -43,7 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     print(f"Serving llm_magic at {url_of(host, opts.port, token)}", flush=True)
-    uvicorn.run(app, host=host, port=opts.port, log_level="warning")
+    uvicorn.run(
+        app,
+        host=host,
+        port=opts.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,  # open streams do not hold Ctrl-C up
+    )
     return 0
 
 

@@ -12,7 +12,9 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
 
 from .. import core, errors
 from ..config import Settings, check_number, settings
@@ -53,6 +55,19 @@ def _gone(app: FastAPI) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=410)
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's own refusals (404, 405, a bad query) as ``{"error": …}`` under ``/api/``."""
+    if isinstance(exc, RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(400, f"{where}: {first.get('msg', 'invalid request')}")
+    code = getattr(exc, "status_code", 500)
+    detail = str(getattr(exc, "detail", "")) or "error"
+    if request.url.path.startswith("/api/"):
+        return _error(code, f"{detail}: {request.method} {request.url.path}")
+    return PlainTextResponse(f"{code} {detail}\n", status_code=code)
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": scrub(message)}, status_code=status)
 
@@ -87,6 +102,15 @@ def _models(cfg: Settings, book: Ledger) -> list[str]:
     return found
 
 
+def _current(app: FastAPI) -> Settings:
+    """The settings a call uses: those given to :func:`create_app`, else this process's
+    settings as they are now (a notebook's ``%llm budget 2`` reaches its server)."""
+    if not app.state.cfg_given:
+        app.state.cfg = settings()
+    cfg: Settings = app.state.cfg
+    return cfg
+
+
 def _api(app: FastAPI) -> APIRouter:
     api = APIRouter(prefix="/api", dependencies=[Depends(auth.require_token)])
 
@@ -99,12 +123,13 @@ def _api(app: FastAPI) -> APIRouter:
             return _error(exc.status, str(exc))
         req = body.request(request.headers.get("x-llm-agent"), request.headers.get("x-llm-user"))
         try:
-            await asyncio.to_thread(core.check_request, req, state.cfg, state.book)
+            cfg = _current(app)
+            await asyncio.to_thread(core.check_request, req, cfg, state.book)
         except errors.UsageProblem as exc:
             return _error(400, errors.describe(exc))
         sid = uuid.uuid4().hex
         replay = Replay(sid)
-        run = ChatRun(req, state.cfg, state.book, replay, req.model or state.cfg.default_model)
+        run = ChatRun(req, cfg, state.book, replay, req.model or cfg.default_model)
         state.streams.add(sid, run)
         run.start()
         return _stream(replay, -1, state.heartbeat_s)
@@ -128,8 +153,9 @@ def _api(app: FastAPI) -> APIRouter:
     @api.get("/models")
     async def models() -> dict[str, Any]:
         state = app.state
-        found = await asyncio.to_thread(_models, state.cfg, state.book)
-        return {"models": found, "default": state.cfg.default_model}
+        cfg = _current(app)
+        found = await asyncio.to_thread(_models, cfg, state.book)
+        return {"models": found, "default": cfg.default_model}
 
     return api
 
@@ -147,15 +173,19 @@ def create_app(
     in use by default); ``token`` guards every route; ``: ping`` every ``heartbeat_s`` while a
     provider is silent; an answer is kept ``replay_s`` seconds after its call for reconnects;
     a request may ask for at most ``max_tokens``."""
+    given = cfg is not None
     cfg = cfg or settings()
     app = FastAPI(title="llm_magic", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.cfg = cfg
+    app.state.cfg_given = given
     app.state.book = book if book is not None else ledger(cfg.ledger)
     app.state.token = token
     app.state.heartbeat_s = heartbeat_s
     app.state.max_tokens = max_tokens
     app.state.streams = Streams(replay_s)
     auth.install(app)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _http_error)
     app.include_router(_api(app))
     app.include_router(pages.router)
     return app

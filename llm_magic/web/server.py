@@ -85,7 +85,14 @@ class Background:
         _free(host, port)
         self.token = new_token()
         self.app = build(self.token)
-        config = uvicorn.Config(self.app, host=host, port=port, log_level="warning")
+        config = uvicorn.Config(
+            self.app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, name="llm-magic-serve", daemon=True)
         thread.start()
