@@ -5,8 +5,9 @@
 prints the server's base URL on one line, then serves every completion request with that
 answer (``fp.default``) until its standard input closes (the benchmark process ended) or it
 gets SIGTERM. An optional ``"by_model": {"gpt-4.1-mini": {...}}`` in the answer gives requests
-for those models their own answer (B9: a fast and a slow provider behind one URL). A separate process keeps the server's work off the benchmarked interpreter's GIL,
-as a real provider would be.
+for those models their own answer (B9: a fast and a slow provider behind one URL). A separate
+process keeps the server's work off the benchmarked interpreter's GIL, as a real provider would
+be.
 
 Each distinct stream (protocol, model, usage option) is rendered once, by the first request
 that asks for it (a benchmark's warm-up), and its frames are replayed for the next ones: the
@@ -46,6 +47,8 @@ def _by_model(routes: dict[str, dict[str, Any]]) -> None:
     default answer."""
     from tests import fakeprovider
 
+    if not routes:
+        return  # the other benchmarks: the provider's own dispatch, untouched
     answers = {name: fakeprovider.ok(**spec) for name, spec in routes.items()}
     plain = fakeprovider._Handler._completion
 
