@@ -66,8 +66,8 @@ ANSWER_CHUNKS = 40
 MAX_TOKENS = 256
 HEARTBEAT_S = 0.5
 BASE_CLIENTS = {False: 10, True: 4}  # (b)'s baseline: the same slow answer to a few clients
-HEARTBEAT_TARGET = 2.0
-HTTPX_POOL = 100  # httpx's default max_connections, which litellm's sync OpenAI client keeps  # a client that waits two heartbeats before calling a stream dead
+HEARTBEAT_TARGET = 2.0  # a client that waits two heartbeats before calling a stream dead
+HTTPX_POOL = 100  # httpx's default max_connections, which litellm's sync OpenAI client keeps
 APP = "llm_magic.web.app:create_app"
 SIZES = {  # (a) clients, (b) clients, (b) chunks, (b) seconds between chunks
     # (b)'s answers last 27 s: on 2 loaded cores, 200 streams take ~20 s to all get going,
@@ -341,7 +341,7 @@ async def _loop_lag(lags: list[float], stop: asyncio.Event) -> None:
         lags.append(time.perf_counter() - t - 0.05)
 
 
-# -- (a) many clients against an instant provider, next to lm.stream direct ------------------------
+# -- (a) many clients against an instant provider, next to lm.stream direct -----------------
 def _direct(n: int, tag: str) -> tuple[list[float], float, list[str]]:
     """``n`` ``lm.stream`` calls at once in threads: TTFTs, wall time, texts."""
     import llm_magic as lm
@@ -415,7 +415,7 @@ def _part_a(ctx: Ctx, served: Served, ledger: Path, n: int) -> dict[str, Any]:
     return out
 
 
-# -- (b) many open streams against a slow provider ---------------------------------------------------
+# -- (b) many open streams against a slow provider ------------------------------------------
 class _Memory:
     """Samples the server's memory once every client has its stream open (its ``start``
     event read), and how late the clients' own event loop runs meanwhile."""
@@ -539,7 +539,7 @@ def _part_b(ctx: Ctx, served: Served, ledger: Path, n: int, expected: str) -> di
     return out
 
 
-# -- the section -------------------------------------------------------------------------------------
+# -- the section ------------------------------------------------------------------------------
 def run(ctx: Ctx) -> Section:
     import_litellm()
     n_a, n_b, slow_chunks, slow_delay = SIZES[ctx.smoke]
@@ -636,7 +636,7 @@ def _section(ctx: Ctx, a: dict[str, Any], b: dict[str, Any], sizes: tuple[Any, .
                 ["streams open at the sample (all had their `start` event)", fmt_n(b["open"], 0)],
                 ["… of which had their first token", fmt_n(b["tokens"], 0)],
                 [
-                    "most answers between first token and `[DONE]` at once, as the clients saw them",
+                    "most answers between first token and `[DONE]` at once (as clients saw them)",
                     fmt_n(b["inflight"], 0),
                 ],
                 ["server RSS idle, just before the round", fmt_n(b["idle"], 1, "MiB")],
