@@ -4,8 +4,10 @@
 
 prints the server's base URL on one line, then serves every completion request with that
 answer (``fp.default``) until its standard input closes (the benchmark process ended) or it
-gets SIGTERM. A separate process keeps the server's work off the benchmarked interpreter's GIL,
-as a real provider would be.
+gets SIGTERM. An optional ``"by_model": {"gpt-4.1-mini": {...}}`` in the answer gives requests
+for those models their own answer (B9: a fast and a slow provider behind one URL). A separate
+process keeps the server's work off the benchmarked interpreter's GIL, as a real provider would
+be.
 
 Each distinct stream (protocol, model, usage option) is rendered once, by the first request
 that asks for it (a benchmark's warm-up), and its frames are replayed for the next ones: the
@@ -40,7 +42,30 @@ def _replay_frames() -> None:
     fakeprovider._Wire.frames = frames  # type: ignore[method-assign,assignment]
 
 
+def _by_model(routes: dict[str, dict[str, Any]]) -> None:
+    """Requests for a model named in ``routes`` get ``ok(**routes[model])``, the others the
+    default answer."""
+    from tests import fakeprovider
+
+    if not routes:
+        return  # the other benchmarks: the provider's own dispatch, untouched
+    answers = {name: fakeprovider.ok(**spec) for name, spec in routes.items()}
+    plain = fakeprovider._Handler._completion
+
+    def completion(handler: Any, req: Any, proto: Any) -> None:
+        answer = answers.get(req.model or "")
+        if answer is None:
+            plain(handler, req, proto)
+            return
+        req.behaviour = answer
+        handler.server.provider._record(req)
+        handler._run(answer, req, proto)
+
+    fakeprovider._Handler._completion = completion  # type: ignore[method-assign]
+
+
 def main() -> int:
+    from tests import fakeprovider
     from tests.fakeprovider import FakeProvider, ok
 
     # A stand-in for an instant provider: its own garbage collections (every answer is
@@ -48,6 +73,10 @@ def main() -> int:
     gc.disable()
     _replay_frames()
     spec = json.loads(Path(sys.argv[1]).read_text()) if len(sys.argv) > 1 else {}
+    _by_model(spec.pop("by_model", None) or {})
+    # Many connections at once (B9 opens 200 streams together): socketserver's listen backlog
+    # of 5 would drop SYNs, and each dropped one costs its client a 1 s retransmission.
+    fakeprovider._Server.request_queue_size = 1024
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     fp = FakeProvider(default=ok(**spec)).start()
     print(fp.url, flush=True)
