@@ -596,6 +596,170 @@ mine[["operation", "model", "status", "error_type", "finish_reason", "tool_calls
 ]
 
 
+EXPERIMENTS = [
+    (
+        "markdown",
+        """
+# Experiments: many prompts, two set-ups, scored and priced
+
+`lm.experiment` asks every model every prompt, scores the answers, and weighs quality against
+cost and latency. It prices the calls before it makes any, and a re-run of the same cell reuses
+the answers the ledger already holds. With no key, the local model (SmolLM2-135M) is set against
+itself under an alias with another system prompt.
+""",
+    ),
+    (
+        "code",
+        """
+%load_ext llm_magic
+from pathlib import Path
+
+import pandas as pd
+
+import llm_magic as lm
+
+data = Path("data/sentiment30.csv")
+if not data.exists():  # run from the repository's root rather than notebooks/
+    data = Path("notebooks") / data
+reviews = pd.read_csv(data)
+reviews.head()
+""",
+    ),
+    ("code", "reviews.expected.value_counts()"),
+    (
+        "markdown",
+        """
+## Two set-ups
+
+`terse` is a second name for the local model (an alias, kept in the ledger). An experiment has
+one system prompt, so each set-up is its own experiment: `local` with a plain system prompt,
+`terse` with one that asks for a single word. Answers are cut at 4 tokens: a label is all we want.
+""",
+    ),
+    ("code", "%llm alias terse local"),
+    (
+        "code",
+        """
+TEMPLATE = "Is this review positive or negative? {text}"
+SETUPS = {
+    "local": "You are a helpful assistant.",
+    "terse": "You label reviews. Answer with exactly one word: positive or negative.",
+}
+
+
+def run(model, **options):
+    return lm.experiment(
+        reviews, [model], name=f"nb05-sentiment-{model}", template=TEMPLATE,
+        system=SETUPS[model], max_tokens=4, score="contains", **options,
+    )
+""",
+    ),
+    (
+        "markdown",
+        """
+## Priced first
+
+`dry_run=True` counts every prompt's tokens and prices the calls per model — expected and worst
+case (every answer `max_tokens` long) — and sends nothing. The local model is free.
+""",
+    ),
+    ("code", 'run("local", dry_run=True)'),
+    (
+        "markdown",
+        """
+## Run
+
+`score="contains"` gives 1 when the answer contains the `expected` label (ignoring case). A
+progress bar per model shows its calls and their cost. The ledger's row count is taken before
+and after, to compare with the re-run below.
+""",
+    ),
+    (
+        "code",
+        """
+rows_before = len(lm.ledger().df)
+runs = {model: run(model) for model in SETUPS}
+rows_after = len(lm.ledger().df)
+{model: (exp.made, exp.reused) for model, exp in runs.items()}, rows_after - rows_before
+""",
+    ),
+    (
+        "code",
+        'runs["terse"].df[["text", "expected", "answer", "status", "score", "latency_s"]].head(10)',
+    ),
+    (
+        "code",
+        """
+summary = pd.concat([exp.summary() for exp in runs.values()])
+summary
+""",
+    ),
+    (
+        "markdown",
+        "The pareto plot: one point per set-up, cost per 100 calls against mean score (both free here, so both at $0), the marker's area growing with p50 latency.",
+    ),
+    ("code", "lm.plots.pareto(summary)"),
+    (
+        "markdown",
+        """
+## Re-run: everything is reused
+
+The same cell again (as after a kernel restart, or "Restart & Run All"): every call has an `ok`
+row already, so nothing is sent and no row is written.
+""",
+    ),
+    (
+        "code",
+        """
+rows_before = len(lm.ledger().df)
+runs = {model: run(model) for model in SETUPS}
+rows_after = len(lm.ledger().df)
+{model: (exp.made, exp.reused) for model, exp in runs.items()}, rows_after - rows_before
+""",
+    ),
+    (
+        "code",
+        """
+assert all(exp.made == 0 and exp.reused == len(reviews) for exp in runs.values())
+assert rows_after == rows_before
+print(f"reused {sum(exp.reused for exp in runs.values())} answers; new ledger rows: {rows_after - rows_before}")
+""",
+    ),
+    (
+        "markdown",
+        """
+## The response cache in a cell
+
+`%%llm --cache` answers a request identical to an earlier `ok` call from the ledger: no
+provider request, a row with status `cached`, cost 0. The first cell makes the call (or finds
+one from an earlier run of this notebook); the second is always `cached`.
+""",
+    ),
+    (
+        "code",
+        """
+%%llm -m local --max-tokens 8 --cache
+Is this review positive or negative? What a wonderful surprise party!
+""",
+    ),
+    (
+        "code",
+        """
+%%llm -m local --max-tokens 8 --cache
+Is this review positive or negative? What a wonderful surprise party!
+""",
+    ),
+    (
+        "code",
+        """
+last = lm.ledger().df.tail(1)
+assert last.status.iloc[0] == "cached", last.status.iloc[0]
+last[["model", "status", "cost_usd", "saved_usd", "output_tokens", "latency_s"]]
+""",
+    ),
+]
+
+
 def main() -> None:
     out = ROOT / "notebooks"
     out.mkdir(exist_ok=True)
@@ -604,6 +768,7 @@ def main() -> None:
         "02_compare_providers.ipynb": COMPARE,
         "03_latency.ipynb": LATENCY,
         "04_spend_and_budget.ipynb": SPEND,
+        "05_experiments.ipynb": EXPERIMENTS,
         "06_tools_json_embeddings.ipynb": TOOLS_JSON_EMBED,
     }
     for name, cells in books.items():
