@@ -73,7 +73,9 @@ class Call:
             if isinstance(piece, ToolDelta):  # a tool call forming: the display hears it
                 draft = self.tools.add(piece)
                 tool_round = self.plan.tool_round
-                self.plan.on_tool(ToolEvent(tool_round, piece.index, draft.name, draft.arguments))
+                self.plan.on_tool(
+                    ToolEvent(tool_round, piece.index, draft.name, draft.arguments, id=draft.id)
+                )
                 continue
             self.parts.append(piece)
             yield piece

@@ -56,6 +56,7 @@ class ToolEvent:
     name: str
     arguments: str
     output: str | None = None
+    id: str = ""  # the provider's id for the call ("" until it has sent one)
 
 
 @dataclass

@@ -265,7 +265,9 @@ def test_an_answer_streams_as_numbered_events(
 
 
 def test_tool_calls_stream_as_tool_call_events(served: Served, provider: FakeProvider) -> None:
-    provider.script(ok("", tool_calls=[tool_call("get_weather", ['{"city": ', '"Paris"}'])]))
+    provider.script(
+        ok("", tool_calls=[tool_call("get_weather", ['{"city": ', '"Paris"}'], id="call_w1")])
+    )
     tool = {
         "type": "function",
         "function": {
@@ -277,6 +279,7 @@ def test_tool_calls_stream_as_tool_call_events(served: Served, provider: FakePro
     evs = events(parse(chat(served, {**HI, "tools": [tool]})))
     calls = [e.json["tool_call"] for e in evs if "tool_call" in e.data and e.event is None]
     assert {c["name"] for c in calls} == {"get_weather"}
+    assert {c["id"] for c in calls} == {"call_w1"}  # the provider's id for the call
     assert "".join(c["arguments"] for c in calls) == '{"city": "Paris"}'
     assert evs[-2].json["finish_reason"] == "tool_calls"
     assert provider.completions()[0].body["tools"][0]["function"]["name"] == "get_weather"

@@ -82,7 +82,12 @@ class ChatRun:
         seen = self._sent.get((event.round, event.index), 0)
         piece = event.arguments[seen:]
         self._sent[(event.round, event.index)] = len(event.arguments)
-        call = {"index": event.index, "id": None, "name": event.name, "arguments": piece}
+        call = {
+            "index": event.index,
+            "id": event.id or None,
+            "name": event.name,
+            "arguments": piece,
+        }
         self.replay.add({"tool_call": call})
 
     def _run(self) -> None:
