@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     print(f"Serving llm_magic at {url_of(host, opts.port, token)}", flush=True)
+    # the one-time set-up (litellm's import, the local model) in the background, so that the
+    # first page's model list and first answer do not wait for all of it
+    from . import _warmup
+    from .config import settings
+
+    _warmup.begin(settings().default_model)
     uvicorn.run(
         app,
         host=host,
