@@ -34,6 +34,7 @@ BENCHES = {
     "B6": "bench.b6_local",
     "B7": "bench.b7_first_cell",
     "B8": "bench.b8_embed",
+    "B10": "bench.b10_experiment",
 }
 DOC = ROOT / "docs" / "benchmarks.md"
 
