@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .common import (
     BENCH_KEY,
@@ -41,8 +42,8 @@ from .common import (
     import_litellm,
     log,
     med,
-    profile,
     prepare_env,
+    profile,
     quiet,
     table,
     use_openai_server,
@@ -50,7 +51,7 @@ from .common import (
 
 MODEL = "gpt-4o-mini"
 WIDTH = 64
-ANSWER = {"chunks": ["ok", " done"], "chunk_delay": 0.05}
+ANSWER: dict[str, Any] = {"chunks": ["ok", " done"], "chunk_delay": 0.05}
 FULL_N = 10_000
 TARGET_RATIO = 0.8
 TARGET_RERUN_S = 2.0
@@ -137,7 +138,9 @@ def _profiles(base: str, n: int) -> list[str]:
             _one(req, 0, None, stop, cfg, book)
 
     def planning() -> None:
-        lm.experiment(_prompts(n, "plan"), MODEL, name="b10-plan", concurrency=WIDTH, progress=False)
+        lm.experiment(
+            _prompts(n, "plan"), MODEL, name="b10-plan", concurrency=WIDTH, progress=False
+        )
 
     return [
         f"**One call's path** ({n} calls made one after another in the profiled thread):",
@@ -308,7 +311,7 @@ def _section(
     target_rerun = TARGET_RERUN_S * n / FULL_N
     verdicts = [
         Verdict(
-            "B10a",
+            "B10",
             f"`lm.experiment` calls/s ≥ {TARGET_RATIO}× a bare `litellm.acompletion` loop",
             f"{rr:.2f}× ({med(rate['exp']):.0f} vs {med(rate['bare']):.0f} calls/s; CPU/call "
             f"{med(cpu_ratio):.2f}×)",
@@ -316,14 +319,14 @@ def _section(
             f"{abs(rr - TARGET_RATIO):.2f}× {'over' if rr >= TARGET_RATIO else 'under'}",
         ),
         Verdict(
-            "B10b",
+            "B10",
             "resume after SIGKILL: requests = N + calls in flight at the kill",
             f"{res['total']:,} = {n:,} + {res['total'] - n} (in flight: {in_flight})",
             res["total"] - n <= in_flight,
             "counts checked",
         ),
         Verdict(
-            "B10c",
+            "B10",
             f"re-run of a finished experiment ≤ {TARGET_RERUN_S:g} s at {FULL_N:,}"
             + (f" (scaled: {target_rerun:.2f} s at {n:,})" if n != FULL_N else ""),
             f"{rt:.3f} s",
