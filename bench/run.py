@@ -5,7 +5,7 @@ once at tiny sizes, prints the tables and writes no file.
     python -m bench.run --smoke         # one tiny run of each, no file
     python -m bench.run --only B2,B5    # some benchmarks; prints them, writes no file unless --out
 
-One module per benchmark (bench/b1_load_ext.py … bench/b9_serve.py), each returning a Section.
+One module per benchmark (bench/b1_load_ext.py … bench/b10_experiment.py), each returning a Section.
 Every figure is a median over runs with min–max, next to a baseline measured in the same run,
 and the ratio between the two. No timing is asserted: a missed target is reported, and the
 exit status is non-zero only when a benchmark could not run at all.
@@ -35,6 +35,7 @@ BENCHES = {
     "B7": "bench.b7_first_cell",
     "B8": "bench.b8_embed",
     "B9": "bench.b9_serve",
+    "B10": "bench.b10_experiment",
 }
 DOC = ROOT / "docs" / "benchmarks.md"
 
