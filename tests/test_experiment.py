@@ -322,22 +322,33 @@ def test_resume_after_sigkill_makes_each_missing_call_once(priced: FakeProvider,
 def test_ctrl_c_keeps_what_finished_and_records_the_calls_in_flight(
     priced: FakeProvider, book: Any
 ) -> None:
-    priced.default = ok("one two three four five", input_tokens=5, output_tokens=5, chunk_delay=0.2)
+    # Four quick answers, then slow ones (~10 s each): the Ctrl-C comes while slow calls are in
+    # flight and others are still waiting, however loaded the machine is.
+    fast = ok("one two three four five", input_tokens=5, output_tokens=5)
+    priced.script(*[fast] * 4)
+    priced.default = ok("one two three four five", input_tokens=5, output_tokens=5, chunk_delay=2.0)
+    finished = threading.Event()
 
     def interrupt_after_three() -> None:
         while len(experiment_calls(book, "cut").query("status == 'ok'")) < 3:
-            time.sleep(0.02)
-        _thread.interrupt_main()
+            if finished.wait(0.02):
+                return  # never interrupt after the run (it would land in a later test)
+        if not finished.is_set():
+            _thread.interrupt_main()
 
     threading.Thread(target=interrupt_after_three, daemon=True).start()
     prompts = [f"q{i}" for i in range(12)]
-    exp = run(prompts=prompts, name="cut", concurrency=2, max_tokens=50)
+    try:
+        exp = run(prompts=prompts, name="cut", concurrency=2, max_tokens=50)
+    finally:
+        finished.set()
     statuses = exp.df["status"].value_counts().to_dict()
     assert statuses.get("ok", 0) >= 3 and statuses.get("not run", 0) >= 1
     assert exp.note is not None and exp.note.startswith("Interrupted")
     rows = experiment_calls(book, "cut")
     assert set(rows["status"]) <= {"ok", "interrupted"}
     assert len(rows) == len(priced.completions())  # every call sent has its row
+    priced.default = fast
     again = run(prompts=prompts, name="cut", concurrency=2, max_tokens=50)
     assert (again.df["status"] == "ok").all() and again.reused == statuses["ok"]
 
