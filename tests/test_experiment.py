@@ -336,12 +336,16 @@ def test_ctrl_c_keeps_what_finished_and_records_the_calls_in_flight(
         if not finished.is_set():
             _thread.interrupt_main()
 
+    # Ctrl-C as Python's own SIGINT handler delivers it: an earlier test of the run may have left
+    # another handler (or SIG_IGN) in place, under which interrupt_main() does nothing.
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=interrupt_after_three, daemon=True).start()
     prompts = [f"q{i}" for i in range(12)]
     try:
         exp = run(prompts=prompts, name="cut", concurrency=2, max_tokens=50)
     finally:
         finished.set()
+        signal.signal(signal.SIGINT, handler)
     statuses = exp.df["status"].value_counts().to_dict()
     assert statuses.get("ok", 0) >= 3 and statuses.get("not run", 0) >= 1
     assert exp.note is not None and exp.note.startswith("Interrupted")
