@@ -127,12 +127,6 @@ class Call:
             ttft_s=ttft,
             output_tps=tokens_per_second(tout, latency, ttft),
             max_tokens=self.leg.max_tokens,
-            temperature=float(req.temperature),
-            agent=req.agent,
-            user=req.user,
-            tags=dict(req.tags) if req.tags else None,
-            chat=req.chat,
-            execution_count=req.execution_count,
             key_alias=self.route.key_alias,
             prompt=scrub(plan.prompt_text, keylike=False) if store else None,
             response=scrub(self.text, keylike=False) if store else None,
@@ -142,9 +136,7 @@ class Call:
             tool_calls=self.tools.parsed(),
             prompt_count_source=self.leg.count_source,
             request_hash=self.request_hash,
-            experiment=req.experiment,
-            prompt_hash=req.prompt_hash,
-            repeat=req.repeat,
+            **req.attribution(),
             **detail,  # NULL when the provider's usage did not report them
         )
         kept = plan.book.keep(rec.row())  # a row the ledger cannot take now waits in its journal

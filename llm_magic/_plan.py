@@ -62,6 +62,21 @@ class Request:
     prompt_hash: str | None = None
     repeat: int | None = None
 
+    def attribution(self) -> dict[str, Any]:
+        """The ledger fields a row takes from its request as they are, whatever answered it
+        (a provider, or the response cache)."""
+        return {
+            "temperature": float(self.temperature),
+            "agent": self.agent,
+            "user": self.user,
+            "tags": dict(self.tags) if self.tags else None,
+            "chat": self.chat,
+            "execution_count": self.execution_count,
+            "experiment": self.experiment,
+            "prompt_hash": self.prompt_hash,
+            "repeat": self.repeat,
+        }
+
     def validate(self) -> None:
         if self.max_tokens is not None and (
             not isinstance(self.max_tokens, int) or self.max_tokens <= 0

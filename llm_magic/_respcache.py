@@ -268,12 +268,6 @@ class CachedRun:
             ttft_s=latency,
             output_tps=math.nan,  # nothing was generated
             max_tokens=plan.max_tokens,
-            temperature=float(req.temperature),
-            agent=req.agent,
-            user=req.user,
-            tags=dict(req.tags) if req.tags else None,
-            chat=req.chat,
-            execution_count=req.execution_count,
             prompt=scrub(plan.prompt_text, keylike=False) if plan.store_text else None,
             response=text if plan.store_text else None,
             finish_reason=hit.finish_reason,
@@ -282,6 +276,7 @@ class CachedRun:
             tool_calls=hit.tool_calls,
             request_hash=self.hash,
             saved_usd=saved,  # NaN (NULL) when the original's price was unknown
+            **req.attribution(),
         )
         kept = plan.book.keep(rec.row())
         if kept:
