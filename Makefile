@@ -26,7 +26,7 @@ $(STAMP): $(LOCK) $(EMBED_LOCK) requirements/bootstrap.txt pyproject.toml
 
 # Re-resolve the lock file (needs the registry); never lets litellm 1.82.7/1.82.8 in.
 lock:
-	$(UV) pip compile pyproject.toml --extra local --extra dev --extra team --extra serve --generate-hashes \
+	$(UV) pip compile pyproject.toml --extra local --extra dev --extra team --extra serve --extra otel --generate-hashes \
 	  --python-version 3.11 -o $(LOCK)
 	! grep -qE '^litellm==1\.82\.[78] ' $(LOCK)
 
