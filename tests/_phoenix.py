@@ -1,0 +1,188 @@
+"""A real Arize Phoenix for the observability tests (tests/test_phoenix.py): its own virtual
+environment from a hashed lock (requirements/phoenix-lock.txt, as the LiteLLM proxy's), ``phoenix
+serve`` on a free 127.0.0.1 port in a throwaway working directory, nothing sent to the internet
+(telemetry pixels and external resources off), and its spans read back through Phoenix's own
+client (arize-phoenix-client, run in that environment).
+
+Phoenix takes OTLP/HTTP at ``<url>/v1/traces``; the project a span lands in is its resource
+attribute ``openinference.project.name``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / "build" / "phoenix-venv"
+LOCK = ROOT / "requirements" / "phoenix-lock.txt"
+
+#: Phoenix's own settings (phoenix/config.py): no telemetry, no fonts or binaries fetched, no
+#: assistant, no MCP server — a server that needs nothing but 127.0.0.1.
+OFFLINE = {
+    "PHOENIX_TELEMETRY_ENABLED": "false",
+    "PHOENIX_ALLOW_EXTERNAL_RESOURCES": "false",
+    "PHOENIX_DISABLE_AGENT_ASSISTANT": "true",
+    "PHOENIX_ENABLE_MCP_SERVER": "false",
+}
+#: Variables Phoenix (server or client) would read to send its own traces somewhere, or to find
+#: a server other than ours.
+CLEARED = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "PHOENIX_COLLECTOR_ENDPOINT",
+    "PHOENIX_BASE_URL",
+    "PHOENIX_API_KEY",
+    "PHOENIX_PROJECT_NAME",
+    "PHOENIX_SQL_DATABASE_URL",
+)
+
+
+def phoenix_venv() -> Path:
+    """build/phoenix-venv with arize-phoenix from requirements/phoenix-lock.txt (hashes),
+    rebuilt when the lock changes."""
+    exe = VENV / "bin" / "phoenix"
+    stamp = VENV / ".lock-sha256"
+    want = hashlib.sha256(LOCK.read_bytes()).hexdigest()
+    if exe.exists() and stamp.exists() and stamp.read_text() == want:
+        return exe
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
+    uv = Path(sys.executable).parent / "uv"
+    subprocess.run(
+        [str(uv), "pip", "install", "--python", str(VENV / "bin" / "python"),
+         "--require-hashes", "-r", str(LOCK)],
+        check=True,
+    )  # fmt: skip
+    stamp.write_text(want)
+    return exe
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in CLEARED}
+    env.pop("PYTHONPATH", None)  # the phoenix venv's own packages, not this tree's
+    return env
+
+
+# Run in the phoenix venv: the spans of one project through arize-phoenix-client, as JSON.
+_READ_SPANS = """
+import json, sys
+from phoenix.client import Client
+url, project, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+client = Client(base_url=url)
+names = {p["name"] for p in client.projects.list()}
+spans = client.spans.get_spans(project_identifier=project, limit=limit) if project in names else []
+json.dump(spans, sys.stdout)
+"""
+
+
+class Phoenix:
+    """``phoenix serve`` on 127.0.0.1 (HTTP on a free port, gRPC on another), its SQLite
+    database and files in ``work``."""
+
+    def __init__(self, work: Path) -> None:
+        self.exe = phoenix_venv()
+        self.python = self.exe.parent / "python"
+        self.work = work
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.traces_endpoint = f"{self.url}/v1/traces"
+        self.log_path = work / "phoenix.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_s = 0.0
+
+    def start(self, timeout: float = 600.0) -> None:
+        env = _env()
+        env.update(OFFLINE)
+        env.update(
+            {
+                "PHOENIX_HOST": "127.0.0.1",
+                "PHOENIX_PORT": str(self.port),
+                "PHOENIX_GRPC_PORT": str(_free_port()),
+                "PHOENIX_WORKING_DIR": str(self.work),
+            }
+        )
+        t0 = time.monotonic()
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [str(self.exe), "serve"],
+                env=env,
+                cwd=self.work,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = t0 + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"phoenix serve exited: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            self.stop()
+            raise RuntimeError(f"phoenix serve did not answer in {timeout:.0f} s: {self.log_tail()}")
+        self.started_s = time.monotonic() - t0
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return "(no log)"
+
+    def spans(self, project: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """Every span of ``project``, read through arize-phoenix-client (in Phoenix's venv)."""
+        done = subprocess.run(
+            [str(self.python), "-c", _READ_SPANS, self.url, project, str(limit)],
+            env=_env(), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"phoenix client failed: {done.stderr[-2000:]}")
+        return list(json.loads(done.stdout))
+
+    def wait_spans(self, project: str, count: int, timeout: float = 90.0) -> list[dict[str, Any]]:
+        """The spans of ``project`` once there are at least ``count`` (Phoenix inserts what it
+        receives in batches, a moment later)."""
+        deadline = time.monotonic() + timeout
+        spans: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            spans = self.spans(project)
+            if len(spans) >= count:
+                return spans
+            time.sleep(1)
+        raise AssertionError(
+            f"Phoenix has {len(spans)} span(s) of {project!r}, not {count}, after "
+            f"{timeout:.0f} s: {self.log_tail(1500)}"
+        )
+
+    def project_id(self, project: str) -> str:
+        with urllib.request.urlopen(f"{self.url}/v1/projects", timeout=30) as r:
+            found = json.loads(r.read())["data"]
+        return next(str(p["id"]) for p in found if p["name"] == project)
