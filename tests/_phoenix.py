@@ -1,8 +1,10 @@
 """A real Arize Phoenix for the observability tests (tests/test_phoenix.py): its own virtual
 environment from a hashed lock (requirements/phoenix-lock.txt, as the LiteLLM proxy's), ``phoenix
 serve`` on a free 127.0.0.1 port in a throwaway working directory, nothing sent to the internet
-(telemetry pixels and external resources off), and its spans read back through Phoenix's own
-client (arize-phoenix-client, run in that environment).
+(telemetry pixels and external resources off), and its spans read back through Phoenix's REST
+API (``GET /v1/projects/{project}/spans``, what its Python client calls). The client itself is not
+used: arize-phoenix-client shares the ``phoenix`` package with the server, whose ``__init__``
+imports the whole server first (about 30 s of CPU, minutes on a busy machine).
 
 Phoenix takes OTLP/HTTP at ``<url>/v1/traces``; the project a span lands in is its resource
 attribute ``openinference.project.name``.
@@ -17,6 +19,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -56,7 +60,9 @@ def phoenix_venv() -> Path:
     want = hashlib.sha256(LOCK.read_bytes()).hexdigest()
     if exe.exists() and stamp.exists() and stamp.read_text() == want:
         return exe
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--clear", "--without-pip", str(VENV)], check=True
+    )
     uv = Path(sys.executable).parent / "uv"
     subprocess.run(
         [str(uv), "pip", "install", "--python", str(VENV / "bin" / "python"),
@@ -79,34 +85,26 @@ def _env() -> dict[str, str]:
     return env
 
 
-# Run in the phoenix venv: the spans of one project through arize-phoenix-client, as JSON.
-_READ_SPANS = """
-import json, sys
-from phoenix.client import Client
-url, project, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
-client = Client(base_url=url)
-names = {p["name"] for p in client.projects.list()}
-spans = client.spans.get_spans(project_identifier=project, limit=limit) if project in names else []
-json.dump(spans, sys.stdout)
-"""
-
-
 class Phoenix:
     """``phoenix serve`` on 127.0.0.1 (HTTP on a free port, gRPC on another), its SQLite
     database and files in ``work``."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, running: str | None = None) -> None:
         self.exe = phoenix_venv()
         self.python = self.exe.parent / "python"
         self.work = work
+        self.running = (running or "").strip().rstrip("/")
         self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = self.running or f"http://127.0.0.1:{self.port}"
         self.traces_endpoint = f"{self.url}/v1/traces"
         self.log_path = work / "phoenix.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_s = 0.0
 
     def start(self, timeout: float = 600.0) -> None:
+        if self.running:  # already up (LLM_MAGIC_TEST_PHOENIX): not ours to start or stop
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=10):
+                return
         env = _env()
         env.update(OFFLINE)
         env.update(
@@ -138,7 +136,9 @@ class Phoenix:
                 time.sleep(0.5)
         else:
             self.stop()
-            raise RuntimeError(f"phoenix serve did not answer in {timeout:.0f} s: {self.log_tail()}")
+            raise RuntimeError(
+                f"phoenix serve did not answer in {timeout:.0f} s: {self.log_tail()}"
+            )
         self.started_s = time.monotonic() - t0
 
     def stop(self) -> None:
@@ -157,15 +157,25 @@ class Phoenix:
         except OSError:
             return "(no log)"
 
-    def spans(self, project: str, limit: int = 1000) -> list[dict[str, Any]]:
-        """Every span of ``project``, read through arize-phoenix-client (in Phoenix's venv)."""
-        done = subprocess.run(
-            [str(self.python), "-c", _READ_SPANS, self.url, project, str(limit)],
-            env=_env(), capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise RuntimeError(f"phoenix client failed: {done.stderr[-2000:]}")
-        return list(json.loads(done.stdout))
+    def spans(self, project: str) -> list[dict[str, Any]]:
+        """Every span of ``project`` from Phoenix's REST API (``GET /v1/projects/{name}/spans``,
+        page by page); none while the project does not exist yet."""
+        found: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            query = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
+            url = f"{self.url}/v1/projects/{project}/spans?{urllib.parse.urlencode(query)}"
+            try:
+                with urllib.request.urlopen(url, timeout=60) as r:
+                    page = json.loads(r.read())
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:  # no span of it has arrived: no project yet
+                    return []
+                raise
+            found += page["data"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return found
 
     def wait_spans(self, project: str, count: int, timeout: float = 90.0) -> list[dict[str, Any]]:
         """The spans of ``project`` once there are at least ``count`` (Phoenix inserts what it

@@ -1,21 +1,30 @@
 """Observability against a real backend: Arize Phoenix (its own venv from a hashed lock, served on
-127.0.0.1, offline) receives llm_magic's OTLP spans; read back through Phoenix's client, they
-match the ledger row for row."""
+127.0.0.1, offline) receives llm_magic's OTLP spans; read back through its REST API, they match
+the ledger row for row."""
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import llm_magic as lm
+from tests._browser import BUILD, launch_chromium, need_chromium
 from tests._phoenix import Phoenix
+from tests.fakeprovider import FakeProvider, ok, status
 
 ROOT = Path(__file__).resolve().parent.parent
+# The docs' screenshot is taken again with LLM_MAGIC_DOC_SHOTS=1; otherwise into build/.
+IMG = ROOT / "docs" / "img" if os.environ.get("LLM_MAGIC_DOC_SHOTS") else BUILD
 
 # Building the venv (first run) and starting Phoenix take minutes on a busy 2-core machine.
 pytestmark = pytest.mark.timeout(900)
@@ -23,7 +32,9 @@ pytestmark = pytest.mark.timeout(900)
 
 @pytest.fixture(scope="session")
 def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phoenix]:
-    server = Phoenix(tmp_path_factory.mktemp("phoenix"))
+    """Phoenix started for the session (or, while working on these tests, one already running
+    from build/phoenix-venv whose URL is in LLM_MAGIC_TEST_PHOENIX)."""
+    server = Phoenix(tmp_path_factory.mktemp("phoenix"), os.environ.get("LLM_MAGIC_TEST_PHOENIX"))
     server.start()
     yield server
     server.stop()
@@ -64,7 +75,7 @@ print(format(span.get_span_context().trace_id, "032x"))
 
 def test_the_harness_reads_back_a_plain_sdk_span(phoenix: Phoenix) -> None:
     """The harness itself: a span from the plain OTel SDK lands in its project, attributes,
-    status and trace id intact."""
+    status and trace id intact, read back through Phoenix's REST API."""
     project = _project()
     done = subprocess.run(
         [sys.executable, "-c", _PLAIN_SPAN, phoenix.traces_endpoint, project],
@@ -80,3 +91,151 @@ def test_the_harness_reads_back_a_plain_sdk_span(phoenix: Phoenix) -> None:
     assert (got["gen_ai.usage.input_tokens"], got["gen_ai.usage.output_tokens"]) == (11, 7)
     assert got["gen_ai.usage.cost.amount"] == pytest.approx(0.00123)
     assert got["llm_magic.call_id"] == "probe-call"
+
+
+# ---------------------------------------------------------------------------------------------
+# llm_magic's own spans (issue 14): calls through the scripted provider, read back from Phoenix
+
+
+def _export_to(phoenix: Phoenix, monkeypatch: pytest.MonkeyPatch, project: str) -> None:
+    """OTel export on, as a user turns it on: the standard variables, pointed at Phoenix."""
+    from llm_magic import config
+
+    monkeypatch.delenv("LLM_MAGIC_OTEL", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", phoenix.url)
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", f"openinference.project.name={project}")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")  # Phoenix keeps traces, not metrics
+    config.reload_settings()
+
+
+def _flush() -> None:
+    from llm_magic import _otel
+
+    assert _otel.flush(30.0), "OTel export is not on"
+
+
+def _calls(provider: FakeProvider, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four requests, five ledger rows: an answer with scripted usage, one retried after a 429,
+    one refused (401, no retry), and one whose model failed twice so the fallback answered."""
+    from llm_magic import config
+
+    provider.script(ok("Hello there", input_tokens=12, output_tokens=3, cache_read_tokens=4))
+    lm.complete("Say hello", model="gpt-4o", max_tokens=16)
+    provider.script(
+        status(429, retry_after=0), ok("After a wait.", input_tokens=20, output_tokens=4)
+    )
+    lm.complete("Try again", model="gpt-4o-mini", max_tokens=16)
+    provider.script(status(401))
+    with pytest.raises(lm.errors.ProviderError):
+        lm.complete("Refused", model="gpt-4o", max_tokens=16)
+    monkeypatch.setenv("FALLBACK_MODELS", "claude-haiku-4-5")
+    config.reload_settings()
+    provider.script(status(503), status(503), ok("From haiku.", input_tokens=7, output_tokens=2))
+    lm.complete("Fall back", model="gpt-4o", max_tokens=16)
+
+
+def _by_call(spans: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    found = {s["attributes"].get("llm_magic.call_id"): s for s in spans}
+    assert None not in found, "a span without llm_magic.call_id"
+    return found
+
+
+def _ns(text: str) -> int:
+    """An ISO time (Phoenix's microseconds, or the ledger's) as Unix microseconds."""
+    moment = datetime.fromisoformat(str(text))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return round(moment.timestamp() * 1e6)
+
+
+def _assert_span_is_row(span: dict[str, Any], row: Any) -> None:
+    got = span["attributes"]
+    call = row.call_id
+    assert span["name"] == f"chat {row.requested_model or row.model}", call
+    assert span["span_kind"] == "LLM", call
+    assert span["context"]["trace_id"] == row.trace_id, call
+    assert got["gen_ai.request.model"] == (row.requested_model or row.model), call
+    assert got["llm.model_name"] == row.model and got["gen_ai.response.model"] == row.model, call
+    assert (got["gen_ai.usage.input_tokens"], got["gen_ai.usage.output_tokens"]) == (
+        row.input_tokens,
+        row.output_tokens,
+    ), call
+    assert (got["llm.token_count.prompt"], got["llm.token_count.completion"]) == (
+        row.input_tokens,
+        row.output_tokens,
+    ), call
+    if math.isnan(row.cost_usd):
+        assert "gen_ai.usage.cost.amount" not in got, call  # unpriced: no cost, never 0
+    else:
+        assert got["gen_ai.usage.cost.amount"] == pytest.approx(row.cost_usd, rel=1e-9), call
+        assert got["gen_ai.usage.cost.currency"] == "USD", call
+    assert got["llm_magic.status"] == row.status, call
+    if row.status == "error":
+        assert span["status_code"] == "ERROR", call
+        assert got["error.type"] == row.error_type, call
+    else:
+        assert span["status_code"] != "ERROR", call
+    assert _ns(span["start_time"]) == _ns(row.ts_start), call
+    assert _ns(span["end_time"]) == _ns(row.ts_end), call
+
+
+def test_every_call_is_a_span_in_phoenix_matching_its_ledger_row(
+    phoenix: Phoenix, provider: FakeProvider, book: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = _project()
+    _export_to(phoenix, monkeypatch, project)
+    _calls(provider, monkeypatch)
+    _flush()
+    df = book.df
+    assert len(df) == 5  # the fallback request is two rows: gpt-4o failed, haiku answered
+    spans = _by_call(phoenix.wait_spans(project, len(df)))
+    assert sorted(spans) == sorted(df.call_id)
+    for row in df.itertuples():
+        _assert_span_is_row(spans[row.call_id], row)
+
+    # what each row is, so the checks above compared something
+    answered, retried, refused, failed, fell_back = df.itertuples()
+    assert (answered.input_tokens, answered.output_tokens, answered.status) == (12, 3, "ok")
+    assert spans[answered.call_id]["attributes"]["gen_ai.usage.cache_read.input_tokens"] == 4
+    assert (retried.attempts, retried.status, retried.output_tokens) == (2, "ok", 4)
+    assert refused.status == "error" and refused.http_status == 401
+    assert (failed.status, fell_back.status) == ("error", "ok")
+    assert (failed.model, fell_back.model) == ("gpt-4o", "claude-haiku-4-5")
+    assert spans[refused.call_id]["status_message"]  # the error line, shown in Phoenix
+
+    # trace grouping: one trace per request; the fallback's two rows share one
+    traces = {s["context"]["trace_id"] for s in spans.values()}
+    assert traces == set(df.trace_id) and len(traces) == 4
+    assert failed.trace_id == fell_back.trace_id
+    grouped = [s["attributes"]["llm_magic.call_id"] for s in spans.values()
+               if s["context"]["trace_id"] == failed.trace_id]  # fmt: skip
+    assert sorted(grouped) == sorted([failed.call_id, fell_back.call_id])
+
+
+@pytest.mark.browser
+def test_phoenix_shows_the_calls_in_its_ui(
+    phoenix: Phoenix, provider: FakeProvider, book: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a person sees: Phoenix's traces view of the project lists the calls by name, with
+    the failed ones marked. The screenshot is docs/img/phoenix-traces.png with
+    LLM_MAGIC_DOC_SHOTS=1 (else build/)."""
+    need_chromium()
+    project = _project()
+    _export_to(phoenix, monkeypatch, project)
+    _calls(provider, monkeypatch)
+    _flush()
+    phoenix.wait_spans(project, len(book.df))
+    with contextlib.closing(launch_chromium()) as browsers:
+        browser = next(browsers)
+        page = browser.new_page(viewport={"width": 1400, "height": 760})
+        page.goto(f"{phoenix.url}/redirects/projects/{project}")
+        page.get_by_text("chat gpt-4o-mini").first.wait_for(timeout=120_000)
+        page.wait_for_load_state("networkidle")
+        shown = page.inner_text("body")
+        shot = IMG / "phoenix-traces.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot))
+    assert project in shown, f"not the project's page: {shot}"
+    assert shown.count("chat gpt-4o-mini") == 1, f"the retried call is one span: {shot}"
+    assert shown.count("chat gpt-4o\n") + shown.count("chat gpt-4o\t") >= 3, shot
