@@ -139,7 +139,8 @@ class Call:
             **req.attribution(),
             **detail,  # NULL when the provider's usage did not report them
         )
-        kept = plan.book.keep(rec.row())  # a row the ledger cannot take now waits in its journal
+        # a row the ledger cannot take now waits in its journal; api_base: the span's server
+        kept = plan.book.keep(rec.row(), self.route.api_base)
         if kept:
             plan.notes.append(kept)
         result = Result.from_record(rec, text=self.text, notes=list(plan.notes))

@@ -18,7 +18,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import MagicArgumentParser, argument
 from IPython.display import display
 
-from . import errors
+from . import _otel, errors
 from .config import check_number, override, settings
 from .secrets import mask_url
 from .vocab import usd
@@ -265,6 +265,7 @@ def _config(magics: LLMMagics, opts: argparse.Namespace) -> None:
         f"display_mode = {magics.display_mode}",
         f"store_text = {cfg.store_text}",
         f"cache = {cfg.cache}",
+        _otel.status_line(),  # "otel: off", or where spans go and how many were sent/dropped
     ]
     print("\n".join(lines))
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _attempt, _embedrun, budget, errors, gateway, pricing, retry
+from . import _attempt, _embedrun, _otel, budget, errors, gateway, pricing, retry
 from ._embedrun import LOCAL_EMBED_ALIAS
 from .config import Settings, settings
 from .embeddings import Embeddings
@@ -153,7 +153,7 @@ class Batch:
             operation="embeddings",
             prompt_count_source=None if job.route.provider == "local" else "estimate",
         )
-        kept = job.book.keep(rec.row())
+        kept = job.book.keep(rec.row(), job.route.api_base)
         if kept:
             job.notes.append(kept)
         return Result.from_record(rec, text="", notes=list(job.notes))
@@ -171,7 +171,7 @@ class Job:
     verdict: budget.Verdict
     store_text: bool
     spent: float = 0.0  # today's spend before the request being sent (the alert's base)
-    trace_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    trace_id: str = field(default_factory=_otel.trace_id)  # an open parent span's, else new
     notes: list[str] = field(default_factory=list)
 
     def refusal(self, batch: Batch) -> str | None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, as_completed
 from typing import Any
 
+from . import _otel
 from .comparison import Outcome, _one
 from .config import Settings, provider_concurrency
 from .core import Request
@@ -113,7 +114,7 @@ def run(
     outcomes: dict[int, Outcome] = {}
     pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="llm-experiment")
     futures: dict[Future[Outcome], int] = {
-        pool.submit(_call, req, k, worst, p, guard, stop, cfg, book): i
+        pool.submit(_otel.carried(_call), req, k, worst, p, guard, stop, cfg, book): i
         for i, (req, k, worst, p) in enumerate(work)
     }
     try:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _caching, _counts, _structured, budget, errors, gateway, local, pricing
+from . import _caching, _counts, _otel, _structured, budget, errors, gateway, local, pricing
 from ._toolcalls import Tool, ToolEvent, tools_of
 from .config import Settings, settings
 from .errors import UsageProblem
@@ -166,7 +165,7 @@ def make(
         book=book,
         say=say or _noop,
         prepared_at=prepared_at,
-        trace_id=uuid.uuid4().hex,
+        trace_id=_otel.trace_id(),  # an open parent span's (an experiment's), else new
         max_tokens=req.max_tokens or DEFAULT_MAX_TOKENS.get("tools" if tools else req.task, 2048),
         store_text=cfg.store_text if req.store_text is None else req.store_text,
         history=history,

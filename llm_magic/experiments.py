@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import _expplan, _exprun, errors
+from . import _expplan, _exprun, _otel, errors
 from ._expplan import Estimate, Job
 from ._expreads import experiment_calls
 from .comparison import Outcome, _is_local
@@ -129,7 +129,8 @@ def experiment(
         for job in jobs
     ]
     guard = _exprun.SpendGuard(cap)
-    outcomes = _run(work, jobs, models, concurrency, guard, cfg, book, progress)
+    with _otel.parent(f"experiment {name}", {"llm_magic.experiment": name}):  # OTel on: a span
+        outcomes = _run(work, jobs, models, concurrency, guard, cfg, book, progress)
     exp = Experiment(name, frame, models, repeats, score, book, since=since)
     exp._note_run(outcomes, guard)
     return exp

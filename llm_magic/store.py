@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import _fastread, _reads, _reserve
+from . import _fastread, _otel, _reads, _reserve
 from ._journal import Journal, journal_path
 from ._migrations import migrate
 from ._sql import dialect_insert, make_engine, problem, row_values, tables, to_url, wait_s
@@ -143,12 +143,14 @@ class Ledger:
             return
         self._write([row_values(r) for r in rows])
 
-    def keep(self, row: Mapping[str, Any]) -> str | None:
+    def keep(self, row: Mapping[str, Any], api_base: str | None = None) -> str | None:
         """Write one call's row; if the ledger cannot take it now (locked by another process
         beyond the wait, disk full, unwritable), keep it in the journal instead, to go into the
         ledger on the next successful write or open. Never raises for that: the call's answer
-        was paid for. Returns the warning shown to the user (None when the row is in)."""
+        was paid for. Returns the warning shown to the user (None when the row is in). With
+        OpenTelemetry on, the row is also sent as a span (``api_base``: where the call went)."""
         values = row_values(row)
+        _otel.emit(row, api_base)  # every kept row, once: a no-op unless OTel export is on
         try:
             self._write([values])
         except LedgerError as exc:
@@ -381,6 +383,20 @@ class Ledger:
             if name not in theirs:
                 target.set_alias(name, model)
         return len(target) - before
+
+    def to_otel(self, since: Any = None, endpoint: str | None = None) -> int:
+        """Send the calls (from ``since``: a datetime, date or ISO text, UTC) as OpenTelemetry
+        spans with their own times and trace ids, to ``endpoint`` or where the OTEL_EXPORTER_OTLP_*
+        variables point; returns how many the collector took."""
+        from sqlalchemy import select
+
+        calls = tables()["calls"]
+        query = select(calls).order_by(calls.c.ts_start)
+        if since is not None:
+            query = query.where(calls.c.ts_start >= _otel.since_text(since))
+        with self._engine.connect() as conn:
+            found = conn.execution_options(stream_results=True).execute(query)
+            return _otel.backfill((dict(r._mapping) for r in found), endpoint)
 
     def to_parquet(self, path: str | Path) -> Path:
         """Export every call to a Parquet file (tags as JSON text)."""

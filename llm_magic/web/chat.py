@@ -13,7 +13,7 @@ import math
 import threading
 from typing import Any
 
-from .. import core, errors
+from .. import _otel, core, errors
 from .._toolcalls import ToolEvent
 from ..config import Settings
 from ..result import Result
@@ -68,7 +68,8 @@ class ChatRun:
     def start(self) -> None:
         self.replay.add({"stream_id": self.replay.sid, "model": self.model}, "start")
         name = f"llm-magic-serve-{self.replay.sid[:8]}"
-        threading.Thread(target=self._run, name=name, daemon=True).start()
+        run = _otel.within("chat request", self._run, {"llm_magic.model": self.model})
+        threading.Thread(target=run, name=name, daemon=True).start()
 
     def stop(self) -> None:
         """Stop the call at its next piece (the partial answer is recorded ``interrupted``)."""
