@@ -250,7 +250,7 @@ def test_phoenix_shows_the_calls_in_its_ui(
     phoenix.wait_spans(project, len(book.df))
     with contextlib.closing(launch_chromium()) as browsers:
         browser = next(browsers)
-        page = browser.new_page(viewport={"width": 1800, "height": 620})
+        page = browser.new_page(viewport={"width": 2300, "height": 620})
         page.set_default_timeout(180_000)  # a busy 2-core machine renders slowly
         page.goto(f"{phoenix.url}/redirects/projects/{project}")
         page.get_by_text("chat gpt-4o-mini", exact=True).wait_for()
