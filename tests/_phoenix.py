@@ -30,12 +30,14 @@ VENV = ROOT / "build" / "phoenix-venv"
 LOCK = ROOT / "requirements" / "phoenix-lock.txt"
 
 #: Phoenix's own settings (phoenix/config.py): no telemetry, no fonts or binaries fetched, no
-#: assistant, no MCP server — a server that needs nothing but 127.0.0.1.
+#: assistant, no MCP server — a server that needs nothing but 127.0.0.1 (checked in a network
+#: namespace with no network: it starts, takes spans and serves its UI).
 OFFLINE = {
     "PHOENIX_TELEMETRY_ENABLED": "false",
     "PHOENIX_ALLOW_EXTERNAL_RESOURCES": "false",
     "PHOENIX_DISABLE_AGENT_ASSISTANT": "true",
     "PHOENIX_ENABLE_MCP_SERVER": "false",
+    "PHOENIX_LOG_MIGRATIONS": "false",  # its SQL, statement by statement, otherwise
 }
 #: Variables Phoenix (server or client) would read to send its own traces somewhere, or to find
 #: a server other than ours.
@@ -101,7 +103,7 @@ class Phoenix:
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_s = 0.0
 
-    def start(self, timeout: float = 600.0) -> None:
+    def start(self, timeout: float = 900.0) -> None:
         if self.running:  # already up (LLM_MAGIC_TEST_PHOENIX): not ours to start or stop
             with urllib.request.urlopen(f"{self.url}/healthz", timeout=10):
                 return
