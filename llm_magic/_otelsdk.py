@@ -271,7 +271,6 @@ class Export:
     def shutdown(self, timeout_s: float = EXIT_FLUSH_S) -> None:
         """Send what is queued (at most ``timeout_s``), then stop."""
         self.processor._batch_processor.shutdown(timeout_millis=int(timeout_s * 1000))
-        self.provider.shutdown()
         if self.meters is not None:
             self.meters.provider.shutdown(timeout_millis=int(timeout_s * 1000))
 
