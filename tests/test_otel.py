@@ -228,6 +228,24 @@ def test_an_experiments_calls_are_children_of_its_span(
     assert parent["end_ns"] >= max(s["end_ns"] for s in calls)
 
 
+def test_a_served_chat_request_is_a_parent_span(
+    provider: FakeProvider, book: Any, sink: OtlpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llm_magic import core
+    from llm_magic.web.chat import ChatRun
+    from llm_magic.web.sse import Replay
+
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # the parent ends after the call
+    provider.script(ok("Served.", 4, 2))
+    req = core.Request(prompt="Hi", model="gpt-4o", max_tokens=5)
+    ChatRun(req, config.settings(), book, Replay("s" * 16), "gpt-4o").start()  # its own thread
+    spans = sink.wait_for_spans(2, timeout=120)
+    (parent,) = [s for s in spans if s["name"] == "chat request"]
+    (call,) = [s for s in spans if s["kind"] == "CLIENT"]
+    assert call["parent_span_id"] == parent["span_id"]
+    assert call["trace_id"] == parent["trace_id"] == book.df.trace_id.iloc[0]
+
+
 # -- content capture --------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("capture", "store", "shown"),
@@ -300,7 +318,7 @@ def test_off_nothing_of_opentelemetry_is_imported(
         env=child_env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # a loaded machine: the child imports litellm and IPython
     )
     assert done.returncode == 0, done.stderr[-2000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith("IMPORTED"))
