@@ -15,6 +15,7 @@ Base layer: imports only the base.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import uuid
@@ -79,8 +80,10 @@ def trace_id() -> str:
 
 
 def _say(message: str | None) -> None:
+    """The one warning; even warnings-as-errors never turn it into a failed call."""
     if message:
-        warnings.warn(message, OtelWarning, stacklevel=4)
+        with contextlib.suppress(Exception):
+            warnings.warn(message, OtelWarning, stacklevel=4)
 
 
 def emit(row: Mapping[str, Any], api_base: str | None = None) -> None:

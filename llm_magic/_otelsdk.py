@@ -96,7 +96,8 @@ class _Counting(SpanExporter):
             self.owner.failure(len(spans), f"{type(exc).__name__}: {exc}")
             return SpanExportResult.FAILURE
         if result is SpanExportResult.SUCCESS:
-            self.owner.sent += len(spans)
+            with self.owner._lock:
+                self.owner.sent += len(spans)
         else:
             self.owner.failure(len(spans), _quiet.last)
         return result
@@ -121,7 +122,8 @@ class _Queue(BatchSpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         queue = self._batch_processor
         if len(queue._queue) >= queue._max_queue_size:
-            self.owner.dropped += 1  # the oldest queued span goes to make room
+            with self.owner._lock:
+                self.owner.dropped += 1  # the oldest queued span goes to make room
         super().on_end(span)
 
 
@@ -271,7 +273,6 @@ class Export:
     def shutdown(self, timeout_s: float = EXIT_FLUSH_S) -> None:
         """Send what is queued (at most ``timeout_s``), then stop."""
         self.processor._batch_processor.shutdown(timeout_millis=int(timeout_s * 1000))
-        self.provider.shutdown()
         if self.meters is not None:
             self.meters.provider.shutdown(timeout_millis=int(timeout_s * 1000))
 

@@ -57,6 +57,9 @@ class OtlpSink:
         self.metric_points: list[dict[str, Any]] = []
         self.requests: list[tuple[str, dict[str, str]]] = []  # (path, headers)
         self.status = 200
+        # cleared: a traces request waits (the exporter's worker is stuck) until it is set
+        self.gate = threading.Event()
+        self.gate.set()
         self._cond = threading.Condition()
         sink = self
 
@@ -71,7 +74,11 @@ class OtlpSink:
                     body = gzip.decompress(body)
                 elif encoding == "deflate":
                     body = zlib.decompress(body)
-                sink.requests.append((self.path, dict(self.headers.items())))
+                with sink._cond:
+                    sink.requests.append((self.path, dict(self.headers.items())))
+                    sink._cond.notify_all()
+                if self.path.endswith("/v1/traces"):
+                    sink.gate.wait()
                 if sink.status != 200:
                     self.send_response(sink.status)
                     self.send_header("Content-Length", "0")
@@ -157,6 +164,16 @@ class OtlpSink:
                 self._cond.wait(left)
             return list(self.spans)
 
+    def wait_for_requests(self, path_end: str, n: int, timeout: float = 20.0) -> None:
+        """Until ``n`` requests to a path ending in ``path_end`` arrived (answered or not)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while sum(p.endswith(path_end) for p, _ in self.requests) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"fewer than {n} requests to {path_end}")
+                self._cond.wait(left)
+
     def metrics(self) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {}
         with self._cond:
@@ -165,6 +182,7 @@ class OtlpSink:
         return out
 
     def close(self) -> None:
+        self.gate.set()
         self.server.shutdown()
         self.server.server_close()
 
