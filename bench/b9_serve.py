@@ -16,8 +16,11 @@ the client that asked.
   ``lm.stream`` direct.
 * (b) ``B_CLIENTS`` clients at once against a slow provider (chunks ``SLOW_DELAY_S`` apart,
   server heartbeat ``HEARTBEAT_S``): the same checks; the server's resident memory with every
-  stream open minus its memory just before (psutil), per open stream; the longest gap between
-  two things (events or ``: ping``) a client saw, against the heartbeat period.
+  stream open minus its memory just before (psutil), per open stream; the server's CPU per
+  stream; the longest gap between two things (events or ``: ping``) each client saw, against
+  the heartbeat period (p99 client and worst client), next to ``BASE_CLIENTS`` clients in the
+  same rounds; the server's own event-loop lateness (``--lag-file``: a 50 ms sleep's overshoot,
+  recorded in the server process) and the clients'.
 
 Correctness is asserted (a broken answer, a lost event, a missing or extra row fails the run);
 no timing is.
@@ -54,6 +57,7 @@ from .common import (
     import_litellm,
     log,
     med,
+    stop_child,
     table,
     use_openai_server,
 )
@@ -67,6 +71,7 @@ MAX_TOKENS = 256
 HEARTBEAT_S = 0.5
 BASE_CLIENTS = {False: 10, True: 4}  # (b)'s baseline: the same slow answer to a few clients
 HEARTBEAT_TARGET = 2.0  # a client that waits two heartbeats before calling a stream dead
+HEARTBEAT_P99 = 1.5  # and 99 clients in 100 see no gap over 1.5 heartbeats
 HTTPX_POOL = 100  # httpx's default max_connections, which litellm's sync OpenAI client keeps
 APP = "llm_magic.web.app:create_app"
 SIZES = {  # (a) clients, (b) clients, (b) chunks, (b) seconds between chunks
@@ -94,10 +99,15 @@ def _serve(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.b9_serve --serve")
     parser.add_argument("--heartbeat", type=float, default=HEARTBEAT_S)
     parser.add_argument("--app", default=APP, help="module:factory (default %(default)s)")
+    parser.add_argument("--lag-file", help="record the event loop's lateness in this file")
     args = parser.parse_args(argv)
     module, _, name = args.app.partition(":")
     factory = getattr(importlib.import_module(module), name)
-    app = factory(token=os.environ["LLM_MAGIC_SERVE_TOKEN"], heartbeat_s=args.heartbeat)
+    options: dict[str, Any] = {}
+    if os.environ.get("B9_SWITCH"):  # experiments: the app's switch interval ("none": as is)
+        raw = os.environ["B9_SWITCH"]
+        options["switch_interval_s"] = None if raw == "none" else float(raw)
+    app = factory(token=os.environ["LLM_MAGIC_SERVE_TOKEN"], heartbeat_s=args.heartbeat, **options)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -111,8 +121,40 @@ def _serve(argv: list[str]) -> int:
     threading.Thread(target=watch, daemon=True, name="b9-stdin").start()
     print(sock.getsockname()[1], flush=True)
     sys.stdout = sys.stderr  # nothing more on the pipe the bench stops reading
-    server.run(sockets=[sock])
+
+    async def main() -> None:
+        lag = asyncio.create_task(_record_lag(Path(args.lag_file))) if args.lag_file else None
+        await server.serve(sockets=[sock])
+        if lag is not None:
+            lag.cancel()
+
+    asyncio.run(main())
     return 0
+
+
+async def _record_lag(path: Path, tick: float = 0.05) -> None:
+    """How late the server's event loop wakes from a ``tick`` sleep: a line ``<time.time()>
+    <seconds late>`` in ``path`` for each wake-up 10 ms late or more."""
+    with path.open("a") as out:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(tick)
+            late = time.perf_counter() - t - tick
+            if late >= 0.01:
+                out.write(f"{time.time():.3f} {late:.4f}\n")
+                out.flush()
+
+
+def server_lag(path: Path, since: float, until: float) -> float:
+    """The server loop's longest lateness (seconds) between two ``time.time()``s (0.01 when
+    it was never 10 ms late)."""
+    found = [0.01]
+    with contextlib.suppress(OSError), path.open() as lines:
+        for line in lines:
+            at, _, late = line.partition(" ")
+            if since <= float(at) <= until:
+                found.append(float(late))
+    return max(found)
 
 
 @dataclass
@@ -120,6 +162,7 @@ class Served:
     url: str
     token: str
     pid: int
+    lag_file: Path
 
 
 @contextlib.contextmanager
@@ -127,8 +170,11 @@ def app_server(ledger: Path, heartbeat_s: float) -> Iterator[Served]:
     """The real app under uvicorn in its own process, recording in ``ledger``."""
     token = secrets.token_urlsafe(24)
     env = dict(os.environ, LLM_MAGIC_LEDGER=str(ledger), LLM_MAGIC_SERVE_TOKEN=token)
+    lag_file = ledger.with_suffix(".lag")
+    lag_file.unlink(missing_ok=True)
+    argv = ["--serve", "--heartbeat", str(heartbeat_s), "--lag-file", str(lag_file)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.b9_serve", "--serve", "--heartbeat", str(heartbeat_s)],
+        [sys.executable, "-m", "bench.b9_serve", *argv],
         cwd=ROOT,
         env=env,
         stdin=subprocess.PIPE,
@@ -140,16 +186,9 @@ def app_server(ledger: Path, heartbeat_s: float) -> Iterator[Served]:
         port = proc.stdout.readline().strip()
         if not port.isdigit():
             raise RuntimeError(f"the app server did not start (got {port!r}; its stderr is above)")
-        yield Served(f"http://127.0.0.1:{port}", token, proc.pid)
+        yield Served(f"http://127.0.0.1:{port}", token, proc.pid, lag_file)
     finally:
-        if proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            proc.wait(timeout=10)
+        stop_child(proc, wait_s=20)
 
 
 # -- one SSE client -----------------------------------------------------------------------------
@@ -310,13 +349,13 @@ def _fail(what: str, wrong: list[str]) -> None:
 
 
 async def _clients(
-    served: Served, model: str, users: list[str], watch: Any = None
+    served: Served, model: str, users: list[str], watch: Any = None, wait_s: float = 120.0
 ) -> tuple[list[Seen], float]:
     """All ``users`` at once, released together; their streams and the wall time."""
     import httpx
 
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=len(users))
-    timeout = httpx.Timeout(120.0, connect=60.0)
+    timeout = httpx.Timeout(wait_s, connect=60.0)
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
         gate = asyncio.Event()
         tasks = [
@@ -386,7 +425,8 @@ def _part_a(ctx: Ctx, served: Served, ledger: Path, n: int) -> dict[str, Any]:
     }
     out.update(r50=[], r95=[])
     # warm-up, not counted: the server's first call imports litellm, the provider renders once
-    warm, _ = asyncio.run(_clients(served, MODEL, ["warm-0"]))
+    # (litellm's import in the server: over a minute on a loaded machine)
+    warm, _ = asyncio.run(_clients(served, MODEL, ["warm-0"], wait_s=600.0))
     _fail("B9 warm-up through the server", check_streams(warm, expected))
     _direct(1, "warm")
     for r in range(ctx.runs):
@@ -433,6 +473,8 @@ class _Memory:
         self.rss_open = math.nan
         self.uss_open = math.nan
         self.open_at_sample = 0
+        self.server_lag = math.nan  # the server's event loop: longest lateness in the round
+        self.server_cpu = math.nan  # the server's CPU seconds (user + system) in the round
 
     def saw(self, had: tuple[bool, bool], seen: Seen) -> None:
         if seen.sid is not None and not had[0]:
@@ -489,7 +531,11 @@ def _slow_round(
 
     before = len(open_ledger(str(ledger)))
     watch = _Memory(served.pid, len(users))
+    since, cpu = time.time(), watch.proc.cpu_times()
     seen, wall = asyncio.run(_clients(served, SLOW_MODEL, users, watch))
+    watch.server_lag = server_lag(served.lag_file, since, time.time())
+    after = watch.proc.cpu_times()
+    watch.server_cpu = after.user + after.system - cpu.user - cpu.system
     _fail(what, check_streams(seen, expected))
     _fail(f"{what} ledger", check_rows(ledger, before, seen))
     return seen, wall, watch
@@ -499,11 +545,13 @@ def _heartbeats(seen: list[Seen], watch: _Memory) -> dict[str, float]:
     gaps, gaps1 = _gaps(seen), _gaps(seen, after_first=True)
     return {
         "gap": med(gaps) / HEARTBEAT_S,
+        "gap99": pct(gaps, 99) / HEARTBEAT_S,
         "gapmax": max(gaps) / HEARTBEAT_S,
         "gap1": med(gaps1) / HEARTBEAT_S,
         "gap1max": max(gaps1) / HEARTBEAT_S,
         "pings": med([s.pings for s in seen]),
         "lag": max(watch.lags) * 1e3 if watch.lags else math.nan,
+        "srvlag": watch.server_lag * 1e3,
     }
 
 
@@ -511,7 +559,7 @@ def _part_b(ctx: Ctx, served: Served, ledger: Path, n: int, expected: str) -> di
     import psutil
 
     out: dict[str, Any] = {k: [] for k in ("rss", "uss", "per", "per_uss", "tokens", "inflight")}
-    out.update(open=[], wall=[], idle=[], after=[], base={}, full={})
+    out.update(open=[], wall=[], idle=[], after=[], cpu=[], cores=[], base={}, full={})
     proc = psutil.Process(served.pid)
     warm, _ = asyncio.run(_clients(served, SLOW_MODEL, ["warm-b"]))
     _fail("B9 (b) warm-up", check_streams(warm, expected))
@@ -536,6 +584,8 @@ def _part_b(ctx: Ctx, served: Served, ledger: Path, n: int, expected: str) -> di
             out["per_uss"].append((watch.uss_open - idle.uss) / opened / 1024)
             out["after"].append(proc.memory_info().rss / 2**20)
             out["wall"].append(wall)
+            out["cpu"].append(watch.server_cpu / len(users) * 1e3)
+            out["cores"].append(watch.server_cpu / wall)
     return out
 
 
@@ -627,7 +677,9 @@ def _section(ctx: Ctx, a: dict[str, Any], b: dict[str, Any], sizes: tuple[Any, .
         "streams open at that moment. Heartbeat: each client's longest wait between two things "
         f"it saw (response headers, events, `: ping`), divided by the heartbeat period "
         f"({HEARTBEAT_S} s); the clients share one event loop in the bench process, whose own "
-        "lateness (a 50 ms sleep's overshoot) is in the table too.",
+        "lateness (a 50 ms sleep's overshoot) is in the table too, next to the same measured "
+        "inside the server process. Target: the 99th-percentile client's longest gap "
+        f"≤ {HEARTBEAT_P99:g}×, the worst client's ≤ {HEARTBEAT_TARGET:g}×.",
         "",
         *_capped(b, n_b),
         *table(
@@ -645,6 +697,8 @@ def _section(ctx: Ctx, a: dict[str, Any], b: dict[str, Any], sizes: tuple[Any, .
                 ["memory per open stream (USS)", fmt_n(b["per_uss"], 1, "KiB")],
                 ["server RSS after the round", fmt_n(b["after"], 1, "MiB")],
                 [f"all {n_b} done (wall)", fmt_s(b["wall"])],
+                ["server CPU (user + system) per stream", fmt_n(b["cpu"], 1, "ms")],
+                ["server CPU ÷ wall time (cores busy)", fmt_n(b["cores"], 2)],
             ],
         ),
         "",
@@ -658,9 +712,15 @@ def _section(ctx: Ctx, a: dict[str, Any], b: dict[str, Any], sizes: tuple[Any, .
                 for label, key, f in (
                     ("`: ping` per stream (median client)", "pings", lambda x: fmt_n(x, 0)),
                     ("longest gap ÷ heartbeat, median client", "gap", fmt_x),
+                    ("**longest gap ÷ heartbeat, 99th percentile client**", "gap99", fmt_x),
                     ("**longest gap ÷ heartbeat, worst client**", "gapmax", fmt_x),
                     ("the same from the first token on, median client", "gap1", fmt_x),
                     ("the same from the first token on, worst client", "gap1max", fmt_x),
+                    (
+                        "the server's event loop: longest lateness",
+                        "srvlag",
+                        lambda x: fmt_n(x, 0, "ms"),
+                    ),
                     (
                         "the clients' own event loop: longest lateness",
                         "lag",
@@ -672,6 +732,8 @@ def _section(ctx: Ctx, a: dict[str, Any], b: dict[str, Any], sizes: tuple[Any, .
         "",
     ]
     worst_gap = med(b["full"]["gapmax"])
+    p99_gap = med(b["full"]["gap99"])
+    on_time = p99_gap <= HEARTBEAT_P99 and worst_gap <= HEARTBEAT_TARGET
     verdicts = [
         Verdict(
             "B9",
@@ -695,11 +757,12 @@ def _section(ctx: Ctx, a: dict[str, Any], b: dict[str, Any], sizes: tuple[Any, .
         ),
         Verdict(
             "B9",
-            f"heartbeats on time: longest gap ≤ {HEARTBEAT_TARGET:g}× heartbeat_s",
-            f"{worst_gap:.2f}× (worst of {n_b} clients; of {n_base}: "
-            f"{med(b['base']['gapmax']):.2f}×)",
-            None if ctx.smoke else worst_gap <= HEARTBEAT_TARGET,
-            f"{abs(HEARTBEAT_TARGET - worst_gap) * HEARTBEAT_S * 1e3:.0f} ms "
+            f"heartbeats on time at {n_b} clients: each client's longest gap ≤ "
+            f"{HEARTBEAT_P99:g}× heartbeat_s at p99, ≤ {HEARTBEAT_TARGET:g}× for the worst",
+            f"p99 {p99_gap:.2f}×, worst {worst_gap:.2f}× (of {n_base} clients: "
+            f"{med(b['base']['gap99']):.2f}×, {med(b['base']['gapmax']):.2f}×)",
+            None if ctx.smoke else on_time,
+            f"worst {abs(HEARTBEAT_TARGET - worst_gap) * HEARTBEAT_S * 1e3:.0f} ms "
             + ("under" if worst_gap <= HEARTBEAT_TARGET else "over"),
         ),
     ]

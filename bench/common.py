@@ -174,15 +174,21 @@ def fake_server(**answer: Any) -> Iterator[str]:
             raise RuntimeError(f"the fake provider did not start (got {url!r})")
         yield f"{url}/v1"
     finally:
-        if proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            proc.wait(timeout=10)
+        stop_child(proc)
         Path(spec.name).unlink(missing_ok=True)
+
+
+def stop_child(proc: subprocess.Popen[str], wait_s: float = 10.0) -> None:
+    """End a child that serves until its stdin closes: close the pipe, wait ``wait_s``
+    seconds, then terminate it (and wait again)."""
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    try:
+        proc.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def time_stream(start: Callable[[], Iterable[str | None]]) -> tuple[float, float, list[str]]:

@@ -40,10 +40,12 @@ __all__ = [
     "provider_of",
     "litellm_version",
     "translate_error",
+    "allow_connections",
 ]
 
 _lock = threading.Lock()
 _module: Any = None
+_connections: int | None = None  # allow_connections(): provider requests at once, per process
 
 # Warnings that importing litellm (and pydantic building litellm's types) prints: noise about
 # library internals, not for users' cells. Filtered by the module that warns, so a user's own
@@ -110,8 +112,53 @@ def _litellm() -> Any:
                 for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx"):
                     logging.getLogger(name).setLevel(logging.ERROR)
                 _prime(litellm)
+                if _connections is not None:
+                    _pools(litellm, _connections)
             _module = litellm
     return _module
+
+
+def allow_connections(limit: int) -> None:
+    """Let up to ``limit`` provider requests (streams) run at once in this process, instead of
+    httpx's default 100 per client (litellm's synchronous clients keep that default: past 100
+    streams to one provider the others wait for a connection). For a server; applied when
+    litellm is imported (now, if it is): see :func:`_pools`."""
+    global _connections
+    with _lock:
+        if _connections is not None and _connections >= limit:
+            return
+        _connections = int(limit)
+        if _module is not None:
+            _pools(_module, _connections)
+
+
+def _pools(litellm: Any, limit: int) -> None:
+    """litellm's two synchronous HTTP paths, built as litellm builds them (its SSL context from
+    ``ssl_verify``/``SSL_CERT_FILE``, its client certificate, HTTP/2 setting) but with room for
+    ``limit`` connections: ``litellm.client_session`` (the OpenAI SDK's http client, which
+    litellm never closes) and ``litellm.sync_transport`` (the transport of the ``HTTPHandler``
+    behind Anthropic and most others; it is shared, so its ``close`` is a no-op); the cached
+    handlers get a client on it now (their old one is left to finish its streams). OpenAI SDK
+    clients litellm made before keep their pools until its client cache lets them go
+    (``litellm.force_ipv4`` builds its own transport, without this)."""
+    import httpx
+    from litellm.llms.custom_httpx import http_handler as hh
+
+    class _Shared(httpx.HTTPTransport):
+        def close(self) -> None:  # litellm closes a client it evicts: not the shared pool
+            pass
+
+    http2 = hh.http2_enabled()
+    limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
+    litellm.client_session = httpx.Client(
+        verify=hh.get_ssl_configuration(), follow_redirects=True, http2=http2, limits=limits
+    )
+    verify = hh.get_ssl_configuration(None, http2=http2)
+    cert = os.getenv("SSL_CERTIFICATE", litellm.ssl_certificate)
+    litellm.sync_transport = _Shared(verify=verify, cert=cert, http2=http2, limits=limits)
+    for params in ({"ssl_verify": None}, None):  # the keys litellm's chat handlers ask for
+        handler = hh.get_httpx_client(params)
+        handler.client = handler.create_client()
 
 
 @functools.cache

@@ -461,3 +461,48 @@ def test_the_replay_buffer_is_bounded_and_says_what_it_lost(served: Served) -> N
         kept = client.get("/api/chat/s1", headers={**AUTH, "Last-Event-ID": "s1:1"})
     assert lost.status_code == 410
     assert [e.id for e in events(parse(kept.content))] == ["s1:2", "s1:3", "s1:4"]
+
+
+# -- load ---------------------------------------------------------------------------------------
+
+
+def test_150_streams_are_open_at_the_provider_at_once(
+    served: Served, provider: FakeProvider, book: Any
+) -> None:
+    """litellm's synchronous clients keep httpx's default of 100 connections: without the
+    server's ``provider_connections``, the 101st call waits until one of the first 100 ends.
+    Every scripted call here holds its connection ``hold`` seconds before it answers, so 150
+    requests arriving at the provider before the first one answers were all open together."""
+    n, hold = 150, 45.0
+    chat(served)  # litellm imported (a minute on a loaded machine) before anything is counted
+    provider.reset()
+    before = len(book)
+    provider.script(*[hang(hold, then=ok("all at once")) for _ in range(n)])
+    texts: list[str | None] = [None] * n
+    limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
+
+    with served.client(limits=limits) as client:
+
+        def one(i: int) -> None:
+            body = {**HI, "max_tokens": 50}
+            headers = {**AUTH, "X-LLM-User": f"u{i}"}
+            with client.stream("POST", "/api/chat", json=body, headers=headers) as r:
+                texts[i] = text_of(parse(r.read())) if r.status_code == 200 else r.read().decode()
+
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+        for t in threads:
+            t.start()
+        try:
+            # with 100 connections at most, request 101 cannot arrive before ``hold`` is over
+            provider.wait_for_requests(n, timeout=hold - 1)
+        finally:
+            for t in threads:
+                t.join(hold + 120)
+    calls = provider.completions()
+    assert len(calls) == n
+    assert max(c.t for c in calls) - min(c.t for c in calls) < hold  # all n in flight together
+    assert texts == ["all at once"] * n
+    assert len(book) - before == n
+    df = book.df
+    mine = df[df["user"].isin({f"u{i}" for i in range(n)})]
+    assert len(mine) == n and set(mine["status"]) == {"ok"} and mine["user"].nunique() == n

@@ -16,12 +16,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from .. import core, errors
+from .. import core, errors, gateway
 from ..config import Settings, check_number, settings
 from ..models import ROUTES, all_aliases, resolve
 from ..secrets import scrub
 from ..store import Ledger, ledger
-from . import auth, pages
+from . import auth, pages, tuning
 from .body import BadBody, read_body
 from .chat import ChatRun
 from .sse import Replay, Streams
@@ -29,6 +29,7 @@ from .sse import Replay, Streams
 __all__ = ["create_app", "serve_options", "MAX_TOKENS"]
 
 MAX_TOKENS = 16_384  # the largest max_tokens a request may ask for (LLM_MAGIC_SERVE_MAX_TOKENS)
+PROVIDER_CONNECTIONS = 1000  # provider streams at once (httpx's default, kept by litellm: 100)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -168,14 +169,26 @@ def create_app(
     heartbeat_s: float = 15.0,
     replay_s: float = 60.0,
     max_tokens: int = MAX_TOKENS,
+    provider_connections: int = PROVIDER_CONNECTIONS,
+    switch_interval_s: float | None = tuning.SWITCH_INTERVAL_S,
 ) -> FastAPI:
     """The app serving chats through the pipeline (``cfg``, ``book``: the settings and ledger
     in use by default); ``token`` guards every route; ``: ping`` every ``heartbeat_s`` while a
     provider is silent; an answer is kept ``replay_s`` seconds after its call for reconnects;
-    a request may ask for at most ``max_tokens``."""
+    a request may ask for at most ``max_tokens``; up to ``provider_connections`` provider
+    streams run at once (in the whole process: :func:`llm_magic.gateway.allow_connections`);
+    while it serves, the process's GIL switch interval is at most ``switch_interval_s``
+    (:mod:`llm_magic.web.tuning`: heartbeats on time with hundreds of streams)."""
     given = cfg is not None
     cfg = cfg or settings()
-    app = FastAPI(title="llm_magic", docs_url=None, redoc_url=None, openapi_url=None)
+    gateway.allow_connections(provider_connections)
+    app = FastAPI(
+        title="llm_magic",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=tuning.lifespan(switch_interval_s),
+    )
     app.state.cfg = cfg
     app.state.cfg_given = given
     app.state.book = book if book is not None else ledger(cfg.ledger)

@@ -91,11 +91,17 @@ class Replay:
         with self._lock:
             return [e for e in self._events if e[0] > after], self.ended_at is not None
 
+    def _quiet(self, after: int) -> bool:
+        """Nothing after event ``after`` yet, and the stream goes on."""
+        with self._lock:
+            return self._next - 1 <= after and self.ended_at is None
+
     async def follow(self, after: int, heartbeat_s: float) -> AsyncIterator[bytes]:
         """The events after number ``after``, then the live ones until the stream ends; a
         ``: ping`` each ``heartbeat_s`` seconds while nothing arrives."""
         ready = asyncio.Event()
-        key = (asyncio.get_running_loop(), ready)
+        loop = asyncio.get_running_loop()
+        key = (loop, ready)
         with self._lock:
             self._waiters.add(key)
         try:
@@ -109,9 +115,14 @@ class Replay:
                     return
                 if events:
                     continue
+                # a timer that wakes this reader as an event would (no task per wait, as
+                # wait_for makes: 200 readers wait twice a second each)
+                timer = loop.call_later(heartbeat_s, ready.set)
                 try:
-                    await asyncio.wait_for(ready.wait(), heartbeat_s)
-                except asyncio.TimeoutError:
+                    await ready.wait()
+                finally:
+                    timer.cancel()
+                if self._quiet(after):
                     yield PING
         finally:
             with self._lock:
