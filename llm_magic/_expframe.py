@@ -90,8 +90,11 @@ def build(
 
 
 def _from_origins(merged: pd.DataFrame, origins: pd.DataFrame | None) -> None:
-    """A ``cached`` row's measurements are its original call's: cost (its ``saved_usd`` when
-    the original is not found), latency and TTFT (NaN then)."""
+    """A ``cached`` row's measurements are its original call's (the newest ``ok`` call of its
+    request before it): cost (its ``saved_usd`` when none is found), latency and TTFT (NaN
+    then)."""
+    import pandas as pd
+
     cached = merged["status"].eq("cached")
     if not cached.any():
         return
@@ -99,11 +102,14 @@ def _from_origins(merged: pd.DataFrame, origins: pd.DataFrame | None) -> None:
     merged.loc[cached, ["latency_s", "ttft_s"]] = float("nan")
     if origins is None or origins.empty:
         return
-    by_hash = origins.set_index("request_hash")
-    hashes = merged.loc[cached, "request_hash"]
+    rows = merged.loc[cached, ["request_hash", "ts_start"]].reset_index()
+    rows = rows.dropna().sort_values("ts_start", kind="stable")
+    found = pd.merge_asof(
+        rows, origins, on="ts_start", by="request_hash", direction="backward"
+    ).set_index("index")
     for col in ("cost_usd", "latency_s", "ttft_s"):
-        found = hashes.map(by_hash[col]).astype("float64")
-        merged.loc[cached, col] = found.where(found.notna(), merged.loc[cached, col])
+        got = found[col].dropna()
+        merged.loc[got.index, col] = got.astype("float64")
 
 
 def score_of(kind: str, answer: str, expected: Any) -> float:

@@ -86,32 +86,29 @@ def answered_calls(book: Ledger, name: str) -> list[dict[str, Any]]:
 
 
 def made_by(book: Ledger, hashes: list[str]) -> pd.DataFrame:
-    """For each request hash, the measurements of its newest ``ok`` call (any experiment or
-    none): ``request_hash``, ``cost_usd``, ``latency_s``, ``ttft_s``. What an experiment's
-    table shows for a call the response cache answered: the call that made the answer."""
+    """Every ``ok`` call (any experiment or none) of these request hashes, oldest first:
+    ``request_hash``, ``ts_start``, ``cost_usd``, ``latency_s``, ``ttft_s``. An experiment's
+    table shows, for a call the response cache answered, the measurements of the one that made
+    the answer (the newest before the ``cached`` row)."""
     import pandas as pd
     from sqlalchemy import exc as sa_exc
     from sqlalchemy import select
 
     calls = tables()["calls"]
-    columns = ["request_hash", "cost_usd", "latency_s", "ttft_s"]
+    columns = ["request_hash", "ts_start", "cost_usd", "latency_s", "ttft_s"]
     wanted = sorted(set(hashes))
-    parts = []
+    parts = [pd.DataFrame(columns=columns)]
     try:
         with book._engine.connect() as conn:
             for i in range(0, len(wanted), 500):
-                query = (
-                    select(*[calls.c[c] for c in columns], calls.c.ts_start)
-                    .where(calls.c.request_hash.in_(wanted[i : i + 500]), calls.c.status == "ok")
-                    .order_by(calls.c.ts_start)
+                query = select(*[calls.c[c] for c in columns]).where(
+                    calls.c.request_hash.in_(wanted[i : i + 500]), calls.c.status == "ok"
                 )
                 parts.append(pd.read_sql(query, conn))
     except sa_exc.DBAPIError as exc:
         raise problem(exc, book.path) from None
-    if not parts:
-        return pd.DataFrame(columns=columns)
-    found = pd.concat(parts).drop_duplicates("request_hash", keep="last")
-    return typed(found[columns])
+    found = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return typed(found).sort_values("ts_start", kind="stable").reset_index(drop=True)
 
 
 def mean_output_tokens(book: Ledger, models: list[str]) -> dict[str, float]:

@@ -27,7 +27,7 @@ from ._expreads import answered_calls
 from .config import Settings
 from .core import Request
 from .models import all_aliases
-from .record import CallRecord, utcnow
+from .record import NAMES, CallRecord, utcnow
 from .store import Ledger
 
 __all__ = ["Reuse", "answered", "cache_wanted", "from_cache"]
@@ -65,7 +65,9 @@ class Reuse:
                 prompt=req.prompt if store_text and isinstance(req.prompt, str) else None,
                 store_text=store_text,
             )
-            rows.append(rec.row())
+            # the row's fields as they are (CallRecord.row() deep-copies every value: 10,000
+            # rows took seconds); the ledger serialises them (row_values) as for any row
+            rows.append({name: getattr(rec, name) for name in NAMES})
         book.record_many(rows)
         self.written = len(rows)
         self.saved_usd = sum(r.cost_usd for _, r in self.served if r.cost_usd == r.cost_usd)
