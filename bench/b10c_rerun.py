@@ -19,7 +19,7 @@ import time
 import uuid
 from datetime import timedelta
 
-from .common import ROOT, Ctx, Section, Verdict, fmt_s, log, med, quiet, table
+from .common import Ctx, Section, Verdict, fmt_s, log, med, quiet, table
 
 MODEL = "gpt-4o-mini"
 NAME = "b10c-finished"
@@ -126,8 +126,8 @@ def _section(ctx: Ctx, n: int, walls: list[float], built: float, saved: float) -
     target = TARGET_S * n / FULL_N
     t = med(walls)
     lines = [
-        f"N = {n:,} calls{scaled}, model `{MODEL}`, one SQLite ledger (`{ROOT.name}` build "
-        f"tmp). The finished experiment's {n:,} `ok` rows were written once through "
+        f"N = {n:,} calls{scaled}, model `{MODEL}`, one SQLite ledger in the run's "
+        f"temporary folder. The finished experiment's {n:,} `ok` rows were written once through "
         f"`Ledger.record_many` ({built:.1f} s); each re-run reuses all of them and writes "
         f"{n:,} `cached` rows (saved ${saved:.4f} a run) in one transaction. Runs: "
         f"{ctx.runs} after one warm-up; the ledger grows by {n:,} rows a run.",

@@ -102,10 +102,17 @@ def _from_origins(merged: pd.DataFrame, origins: pd.DataFrame | None) -> None:
     merged.loc[cached, ["latency_s", "ttft_s"]] = float("nan")
     if origins is None or origins.empty:
         return
+
+    def keys(frame: pd.DataFrame) -> pd.DataFrame:  # one dtype for both sides' keys
+        return frame.assign(
+            request_hash=frame["request_hash"].astype(object),
+            ts_start=pd.to_datetime(frame["ts_start"], utc=True).astype("datetime64[ns, UTC]"),
+        )
+
     rows = merged.loc[cached, ["request_hash", "ts_start"]].reset_index()
-    rows = rows.dropna().sort_values("ts_start", kind="stable")
+    rows = keys(rows.dropna()).sort_values("ts_start", kind="stable")
     found = pd.merge_asof(
-        rows, origins, on="ts_start", by="request_hash", direction="backward"
+        rows, keys(origins), on="ts_start", by="request_hash", direction="backward"
     ).set_index("index")
     for col in ("cost_usd", "latency_s", "ttft_s"):
         got = found[col].dropna()
