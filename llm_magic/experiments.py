@@ -78,7 +78,8 @@ def experiment(
     one transaction; nothing is sent for it. ``cache``: ``True`` also answers a new call from
     an identical earlier ``ok`` request anywhere in the ledger (repeat 0 only: repeats measure
     variance); ``None`` (default) does so when the session's response cache is on
-    (``LLMMagics.cache``, ``LLM_MAGIC_CACHE``) and ``temperature`` is 0; ``False`` never."""
+    (``LLMMagics.cache``, ``LLM_MAGIC_CACHE``) and ``temperature`` is 0; ``False`` never (nor
+    with ``fresh=True``, which makes every call again)."""
     cfg = settings()
     book = ledger(cfg.ledger)
     models = _models(models)
@@ -121,7 +122,7 @@ def experiment(
     ]
     reused = {m: sum(1 for j in again if j.model == m) for m in models}
     cached: dict[str, int] = dict.fromkeys(models, 0)
-    if _expreuse.cache_wanted(cache, cfg, temperature):
+    if not fresh and _expreuse.cache_wanted(cache, cfg, temperature):  # fresh: all made again
         hits = _expreuse.from_cache(jobs, lambda job: _request(base, job, name), cfg, book)
         for i in hits:
             cached[jobs[i].model] += 1
