@@ -36,6 +36,7 @@ BENCHES = {
     "B8": "bench.b8_embed",
     "B9": "bench.b9_serve",
     "B10": "bench.b10_experiment",
+    "B10C": "bench.b10c_rerun",
 }
 DOC = ROOT / "docs" / "benchmarks.md"
 

@@ -1,7 +1,8 @@
 """An experiment's table and summary, built from its ledger rows (never from memory).
 
 :func:`build` joins the input rows × models × repeats to the call that answers each identity
-(its latest ``ok`` row, else its latest row of any status) and scores the answers;
+(its latest ``ok`` row, else its latest ``cached`` row, else its latest row of any status)
+and scores the answers;
 :func:`summarize` makes the per-model summary. Pipeline layer, pandas only.
 """
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["build", "summarize", "score_of", "COLUMNS"]
 
 NOT_RUN = "not run"
+ANSWERED = ("ok", "cached")  # statuses with an answer (``cached``: from the response cache)
 #: The columns after the input's own, in order.
 COLUMNS = [
     "model",
@@ -37,10 +39,10 @@ COLUMNS = [
 
 
 def _latest(calls: pd.DataFrame) -> pd.DataFrame:
-    """The call that answers each identity: its latest ``ok`` row, else its latest row."""
-    chosen = calls.assign(_ok=calls["status"].eq("ok")).sort_values(
-        ["_ok", "ts_start"], kind="stable"
-    )
+    """The call that answers each identity: its latest ``ok`` row, else its latest ``cached``
+    row, else its latest row."""
+    rank = calls["status"].map({"ok": 2, "cached": 1}).fillna(0)
+    chosen = calls.assign(_ok=rank).sort_values(["_ok", "ts_start"], kind="stable")
     chosen = chosen.drop_duplicates(["prompt_hash", "requested_model", "repeat"], keep="last")
     return chosen.drop(columns="_ok")
 
@@ -53,8 +55,11 @@ def build(
     texts: dict[str, str],
     made: set[str],
     score: Callable[[str, Any], float] | str | None,
+    origins: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One row per input row × model × repeat (in that order), with its call's measures."""
+    """One row per input row × model × repeat (in that order), with its call's measures.
+    ``origins``: by ``request_hash``, the measurements (cost, latency, TTFT) of the calls that
+    made the answers of this experiment's ``cached`` rows (see :func:`_from_origins`)."""
     import pandas as pd
 
     grid = pd.DataFrame(
@@ -77,10 +82,41 @@ def build(
     ]
     for col in ("cost_usd", "latency_s", "ttft_s"):
         merged[col] = merged[col].astype("float64")
+    _from_origins(merged, origins)
     merged["score"] = _scores(inputs, merged, score)
     left = inputs.iloc[merged["_row"].to_numpy()].reset_index(drop=True)
     right = merged[COLUMNS].reset_index(drop=True)
     return pd.concat([left, right], axis=1)
+
+
+def _from_origins(merged: pd.DataFrame, origins: pd.DataFrame | None) -> None:
+    """A ``cached`` row's measurements are its original call's (the newest ``ok`` call of its
+    request before it): cost (its ``saved_usd`` when none is found), latency and TTFT (NaN
+    then)."""
+    import pandas as pd
+
+    cached = merged["status"].eq("cached")
+    if not cached.any():
+        return
+    merged.loc[cached, "cost_usd"] = merged.loc[cached, "saved_usd"].astype("float64")
+    merged.loc[cached, ["latency_s", "ttft_s"]] = float("nan")
+    if origins is None or origins.empty:
+        return
+
+    def keys(frame: pd.DataFrame) -> pd.DataFrame:  # one dtype for both sides' keys
+        return frame.assign(
+            request_hash=frame["request_hash"].astype(object),
+            ts_start=pd.to_datetime(frame["ts_start"], utc=True).astype("datetime64[ns, UTC]"),
+        )
+
+    rows = merged.loc[cached, ["request_hash", "ts_start"]].reset_index()
+    rows = keys(rows.dropna()).sort_values("ts_start", kind="stable")
+    found = pd.merge_asof(
+        rows, keys(origins), on="ts_start", by="request_hash", direction="backward"
+    ).set_index("index")
+    for col in ("cost_usd", "latency_s", "ttft_s"):
+        got = found[col].dropna()
+        merged.loc[got.index, col] = got.astype("float64")
 
 
 def score_of(kind: str, answer: str, expected: Any) -> float:
@@ -96,7 +132,7 @@ def _scores(
 ) -> list[float]:
     out: list[float] = []
     for row, status, answer in zip(merged["_row"], merged["status"], merged["answer"], strict=True):
-        if score is None or status != "ok" or not isinstance(answer, str):
+        if score is None or status not in ANSWERED or not isinstance(answer, str):
             out.append(math.nan)
         elif isinstance(score, str):
             out.append(score_of(score, answer, inputs["expected"].iloc[row]))
@@ -107,7 +143,8 @@ def _scores(
 
 
 def summarize(df: pd.DataFrame, models: list[str]) -> pd.DataFrame:
-    """Per model (in the order asked): calls made, errors (made, not ``ok``), not_run, reused,
+    """Per model (in the order asked): calls made, errors (made, not ``ok``/``cached``), not_run,
+    reused,
     cost_usd (NaN when a call has no known price), cost_per_100_usd, mean_score, and the
     p50/p95 latency and time to first token of the ``ok`` calls."""
     import numpy as np
@@ -117,7 +154,7 @@ def summarize(df: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     for model in models:
         part = df[df["model"] == model]
         called = part[part["call_id"].notna()]
-        ok = called[called["status"] == "ok"]
+        ok = called[called["status"].isin(ANSWERED)]
         cost = float(called["cost_usd"].sum()) if called["cost_usd"].notna().all() else math.nan
         lat = ok["latency_s"].dropna().to_numpy(dtype=float)
         ttft = ok["ttft_s"].dropna().to_numpy(dtype=float)
@@ -126,7 +163,7 @@ def summarize(df: pd.DataFrame, models: list[str]) -> pd.DataFrame:
             {
                 "model": model,
                 "calls": len(called),
-                "errors": int((called["status"] != "ok").sum()),
+                "errors": int((~called["status"].isin(ANSWERED)).sum()),
                 "not_run": len(part) - len(called),
                 "reused": int(part["reused"].sum()),
                 "cost_usd": cost,

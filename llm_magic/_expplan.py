@@ -120,8 +120,9 @@ def identity(prompt: str, system: str | None, temperature: float, max_tokens: in
 class Estimate:
     """What an experiment's calls still to make should cost, per model, before any is sent.
 
-    ``table``: one row per model (calls, reused, to_run, input_tokens, expected_usd,
-    worst_usd, price_source). ``expected_usd`` and ``worst_usd`` are the totals (NaN when a
+    ``table``: one row per model (calls, reused, cached, to_run, input_tokens, expected_usd,
+    worst_usd, price_source); ``cached``: calls the response cache answers from other
+    requests' answers (cost 0). ``expected_usd`` and ``worst_usd`` are the totals (NaN when a
     model has no known price)."""
 
     name: str
@@ -145,12 +146,18 @@ class Estimate:
     def reused(self) -> int:
         return int(self.table["reused"].sum())
 
+    @property
+    def cached(self) -> int:
+        return int(self.table["cached"].sum())
+
     def _priced(self) -> bool:
         return bool(self.table["expected_usd"].notna().all())
 
     def headline(self) -> str:
         return (
-            f"Experiment {self.name!r}: {self.to_run} call(s) to make, {self.reused} reused; "
+            f"Experiment {self.name!r}: {self.to_run} call(s) to make, {self.reused} reused"
+            + (f", {self.cached} from the response cache (cost 0)" if self.cached else "")
+            + "; "
             f"expected {_money(self.expected_usd)}, worst case {_money(self.worst_usd)} "
             f"(every answer {self.max_tokens} tokens)"
         )
@@ -188,10 +195,12 @@ def estimate(
     max_tokens: int,
     book: Ledger,
     reused: dict[str, int],
+    cached: dict[str, int] | None = None,
 ) -> Estimate:
     """Count every pending call's prompt (each distinct prompt once per tokenizer), price it
     expected and worst case, and set each job's ``worst_usd``. ``routes``: the models with
-    calls to make; ``reused``: per model, the calls an earlier run already answered."""
+    calls to make; ``reused``: per model, the calls an earlier run already answered;
+    ``cached``: per model, the calls the response cache answers (priced at 0)."""
     import pandas as pd
 
     from ._expreads import mean_output_tokens
@@ -200,10 +209,11 @@ def estimate(
     counted: dict[tuple[str, str], int] = {}
     notes: list[str] = []
     rows = []
+    cached = cached or {}
     for model in models:
         route = routes.get(model)
         if route is None:  # every call answered already: nothing to price
-            rows.append(_all_reused(model, reused.get(model, 0)))
+            rows.append(_all_reused(model, reused.get(model, 0), cached.get(model, 0)))
             continue
         price = pricing.price_for(route.model, route.provider, book, also=(model,))
         cap = min(max_tokens, route.max_output or max_tokens)
@@ -221,8 +231,9 @@ def estimate(
         rows.append(
             {
                 "model": model,
-                "calls": len(mine) + reused.get(model, 0),
+                "calls": len(mine) + reused.get(model, 0) + cached.get(model, 0),
                 "reused": reused.get(model, 0),
+                "cached": cached.get(model, 0),
                 "to_run": len(mine),
                 "input_tokens": tokens,
                 "expected_usd": _cost(price, tokens, out * len(mine)),
@@ -233,11 +244,12 @@ def estimate(
     return Estimate(name, max_tokens, pd.DataFrame(rows), sorted(set(notes)))
 
 
-def _all_reused(model: str, reused: int) -> dict[str, Any]:
+def _all_reused(model: str, reused: int, cached: int) -> dict[str, Any]:
     return {
         "model": model,
-        "calls": reused,
+        "calls": reused + cached,
         "reused": reused,
+        "cached": cached,
         "to_run": 0,
         "input_tokens": 0,
         "expected_usd": 0.0,

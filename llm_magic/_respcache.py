@@ -52,6 +52,8 @@ __all__ = [
     "clear",
     "status",
     "CachedRun",
+    "cached_record",
+    "record_of",
     "HASH_VERSION",
 ]
 
@@ -128,12 +130,16 @@ def hash_of(plan: _plan.Plan) -> str:
 
 
 def request_hash_of(
-    req: _plan.Request, cfg: Settings | None = None, book: Ledger | None = None
+    req: _plan.Request,
+    cfg: Settings | None = None,
+    book: Ledger | None = None,
+    aliases: dict[str, str] | None = None,
 ) -> str:
     """The hash of ``req`` as it would be sent now (default model and ``max_tokens`` filled
     in, the ``--chat`` history included): what :func:`lookup` takes. Nothing is sent and no
     guard runs (no budget alert). Raises :class:`~llm_magic.errors.UsageProblem` for a bad
-    request (bad ``max_tokens``, ``temperature``, tools or schema)."""
+    request (bad ``max_tokens``, ``temperature``, tools or schema). ``aliases``: the ledger's
+    aliases read once for many requests (read here when not given)."""
     req.validate()
     cfg = cfg or settings()
     book = book if book is not None else ledger(cfg.ledger)
@@ -142,14 +148,14 @@ def request_hash_of(
     history, new = _plan.messages(req)
     name = (req.model or cfg.default_model).strip()
     max_tokens = req.max_tokens or DEFAULT_MAX_TOKENS.get("tools" if tools else req.task, 2048)
-    model = follow_alias(name, all_aliases(book))
+    model = follow_alias(name, aliases if aliases is not None else all_aliases(book))
     return _hash_parts(model, [*history, *new], max_tokens, req.temperature, tools, schema)
 
 
 _NAN_FLOATS = {"cost_usd", "latency_s", "ttft_s", "output_tps", "saved_usd"}
 
 
-def _record_of(row: dict[str, Any]) -> CallRecord:
+def record_of(row: dict[str, Any]) -> CallRecord:
     """A ledger row read back as the :class:`CallRecord` that wrote it."""
     values: dict[str, Any] = {name: row.get(name) for name in NAMES}
     for name in ("ts_start", "ts_end"):
@@ -175,14 +181,14 @@ def lookup(book: Ledger, hash_: str) -> CallRecord | None:
     row with that hash and a stored response, written after the last ``%llm cache clear``;
     None when there is none. What ``lm.experiment`` reuses."""
     row = _respstore.newest_ok(book, hash_)
-    return _record_of(row) if row is not None else None
+    return record_of(row) if row is not None else None
 
 
 def lookup_many(book: Ledger, hashes: list[str]) -> dict[str, CallRecord]:
     """:func:`lookup` for many requests in a few queries (an experiment's re-run): hash → the
     call that answers it, for the hashes the ledger can answer."""
     rows = _respstore.newest_ok_many(book, hashes)
-    return {h: _record_of(row) for h, row in rows.items()}
+    return {h: record_of(row) for h, row in rows.items()}
 
 
 def wanted(plan: _plan.Plan) -> bool:
@@ -219,6 +225,55 @@ def answer(plan: _plan.Plan) -> CachedRun | None:
     return CachedRun(plan, hit, hash_, t0, start)
 
 
+def cached_record(
+    hit: CallRecord,
+    req: _plan.Request,
+    *,
+    request_hash: str | None,
+    trace_id: str,
+    start: datetime,
+    latency_s: float,
+    max_tokens: int | None,
+    prompt: str | None,
+    store_text: bool = True,
+    setup_s: float = 0.0,
+) -> CallRecord:
+    """The row recording that ``req`` was answered by ``hit`` from the ledger: status
+    ``cached``, cost 0, ``saved_usd`` = ``hit``'s cost (NaN when its price was unknown), its
+    tokens and answer, the lookup's own latency, and ``req``'s attribution (experiment,
+    prompt_hash, repeat, agent, tags…). Nothing was sent: ``attempts`` 0. The one builder of a
+    cached row, for :class:`CachedRun` and ``lm.experiment``'s reuse."""
+    return CallRecord(
+        call_id=uuid.uuid4().hex,
+        trace_id=trace_id,
+        ts_start=start,
+        ts_end=utcnow(),
+        requested_model=req.model,
+        model=hit.model,
+        provider=hit.provider,
+        attempts=0,  # nothing was sent
+        status="cached",
+        input_tokens=hit.input_tokens,
+        output_tokens=hit.output_tokens,
+        usage_source=hit.usage_source,
+        cost_usd=0.0,
+        price_source=hit.price_source,
+        latency_s=latency_s,
+        ttft_s=latency_s,
+        output_tps=math.nan,  # nothing was generated
+        max_tokens=max_tokens,
+        prompt=scrub(prompt, keylike=False) if prompt is not None else None,
+        response=(hit.response or "") if store_text else None,
+        finish_reason=hit.finish_reason,
+        setup_s=setup_s,
+        operation="chat",
+        tool_calls=hit.tool_calls,
+        request_hash=request_hash,
+        saved_usd=hit.cost_usd,  # NaN (NULL) when the original's price was unknown
+        **req.attribution(),
+    )
+
+
 class CachedRun:
     """A planned request answered from the ledger: iterated, ``interrupted()``, ``reading``
     and ``result`` as a :class:`~llm_magic._attempt.Run` is. The answer comes as one chunk;
@@ -248,35 +303,17 @@ class CachedRun:
         plan, req, hit = self.plan, self.plan.req, self.hit
         text = hit.response or ""
         latency = time.perf_counter() - self.t0
-        saved = hit.cost_usd
-        rec = CallRecord(
-            call_id=uuid.uuid4().hex,
-            trace_id=plan.trace_id,
-            ts_start=self.start,
-            ts_end=utcnow(),
-            requested_model=req.model,
-            model=hit.model,
-            provider=hit.provider,
-            attempts=0,  # nothing was sent
-            status="cached",
-            input_tokens=hit.input_tokens,
-            output_tokens=hit.output_tokens,
-            usage_source=hit.usage_source,
-            cost_usd=0.0,
-            price_source=hit.price_source,
-            latency_s=latency,
-            ttft_s=latency,
-            output_tps=math.nan,  # nothing was generated
-            max_tokens=plan.max_tokens,
-            prompt=scrub(plan.prompt_text, keylike=False) if plan.store_text else None,
-            response=text if plan.store_text else None,
-            finish_reason=hit.finish_reason,
-            setup_s=max(0.0, self.t0 - plan.prepared_at),
-            operation="chat",
-            tool_calls=hit.tool_calls,
+        rec = cached_record(
+            hit,
+            req,
             request_hash=self.hash,
-            saved_usd=saved,  # NaN (NULL) when the original's price was unknown
-            **req.attribution(),
+            trace_id=plan.trace_id,
+            start=self.start,
+            latency_s=latency,
+            max_tokens=plan.max_tokens,
+            prompt=plan.prompt_text if plan.store_text else None,
+            store_text=plan.store_text,
+            setup_s=max(0.0, self.t0 - plan.prepared_at),
         )
         kept = plan.book.keep(rec.row())
         if kept:

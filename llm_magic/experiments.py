@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import _expplan, _exprun, _otel, errors
+from . import _expplan, _expreuse, _exprun, _otel, errors
 from ._expplan import Estimate, Job
-from ._expreads import experiment_calls
+from ._expreads import experiment_calls, made_by
 from .comparison import Outcome, _is_local
 from .config import Settings, check_number, settings
 from .core import Request, check_request
@@ -62,6 +62,7 @@ def experiment(
     agent: str | None = None,
     user: str | None = None,
     tags: dict[str, str] | None = None,
+    cache: bool | None = None,
 ) -> Experiment | Estimate:
     """Ask every model every prompt (``repeats`` times); returns an :class:`Experiment`
     (``dry_run=True``: the :class:`Estimate` only, nothing sent).
@@ -71,7 +72,14 @@ def experiment(
     column. ``max_cost_usd``: refused up front when the expected cost is over it; while running,
     no call starts whose worst case could pass it. A re-run with the same ``name`` makes only
     the calls with no ``ok`` row yet; ``fresh=True`` makes them all again. ``progress``: the
-    estimate and a progress bar per model. ``agent``, ``user``, ``tags`` go to every row."""
+    estimate and a progress bar per model. ``agent``, ``user``, ``tags`` go to every row.
+
+    Every reused answer is recorded as a ``cached`` row (cost 0, ``saved_usd``), written in
+    one transaction; nothing is sent for it. ``cache``: ``True`` also answers a new call from
+    an identical earlier ``ok`` request anywhere in the ledger (repeat 0 only: repeats measure
+    variance); ``None`` (default) does so when the session's response cache is on
+    (``LLMMagics.cache``, ``LLM_MAGIC_CACHE``) and ``temperature`` is 0; ``False`` never (nor
+    with ``fresh=True``, which makes every call again)."""
     cfg = settings()
     book = ledger(cfg.ledger)
     models = _models(models)
@@ -106,8 +114,20 @@ def experiment(
     hashes = [_expplan.identity(p, system, temperature, max_tokens) for p in frame["prompt"]]
     frame["prompt_hash"] = hashes
     since = utcnow() if fresh else None
-    done = set() if fresh else _answered(book, name)
-    jobs, reused = _jobs(frame, hashes, models, repeats, done)
+    reuse = _expreuse.Reuse()
+    done = {} if fresh else _expreuse.answered(book, name)
+    jobs, again = _jobs(frame, hashes, models, repeats, done)
+    reuse.served = [
+        (_request(base, j, name), done[(j.prompt_hash, j.model, j.repeat)]) for j in again
+    ]
+    reused = {m: sum(1 for j in again if j.model == m) for m in models}
+    cached: dict[str, int] = dict.fromkeys(models, 0)
+    if not fresh and _expreuse.cache_wanted(cache, cfg, temperature):  # fresh: all made again
+        hits = _expreuse.from_cache(jobs, lambda job: _request(base, job, name), cfg, book)
+        for i in hits:
+            cached[jobs[i].model] += 1
+        reuse.served += list(hits.values())
+        jobs = [job for i, job in enumerate(jobs) if i not in hits]
     pending = list(dict.fromkeys(j.model for j in jobs))  # all reused: no key, no server
     routes = _routes(pending, base, cfg, book, ready=not dry_run)
 
@@ -116,7 +136,7 @@ def experiment(
             {"role": "user", "content": prompt}
         ]
 
-    est = _expplan.estimate(name, models, jobs, routes, messages, max_tokens, book, reused)
+    est = _expplan.estimate(name, models, jobs, routes, messages, max_tokens, book, reused, cached)
     if dry_run:
         return est
     refused = _expplan.refusal(est, cap, cfg, book)
@@ -130,8 +150,10 @@ def experiment(
     ]
     guard = _exprun.SpendGuard(cap)
     with _otel.parent(f"experiment {name}", {"llm_magic.experiment": name}):  # OTel on: a span
+        reuse.write(book, cfg.store_text)  # before any call: a Ctrl-C keeps them
         outcomes = _run(work, jobs, models, concurrency, guard, cfg, book, progress)
     exp = Experiment(name, frame, models, repeats, score, book, since=since)
+    exp.cached, exp.saved_usd = reuse.written, reuse.saved_usd
     exp._note_run(outcomes, guard)
     return exp
 
@@ -165,30 +187,18 @@ def _check(name: str, repeats: int, score: Score, concurrency: int | None) -> No
         )
 
 
-def _answered(book: Ledger, name: str) -> set[tuple[str, str, int]]:
-    """The identities (prompt_hash, model, repeat) of ``name`` that have an ``ok`` row."""
-    book.replay_pending()  # rows a busy ledger could not take yet count too
-    calls = experiment_calls(book, name)
-    ok = calls[calls["status"] == "ok"]
-    return {
-        (str(h), str(m), int(k))
-        for h, m, k in zip(ok["prompt_hash"], ok["requested_model"], ok["repeat"], strict=True)
-        if h is not None and k is not None
-    }
-
-
 def _jobs(
     frame: pd.DataFrame,
     hashes: list[str],
     models: list[str],
     repeats: int,
-    done: set[tuple[str, str, int]],
-) -> tuple[list[Job], dict[str, int]]:
+    done: Container[tuple[str, str, int]],
+) -> tuple[list[Job], list[Job]]:
     """The calls still to make, interleaved by model (so every provider is busy at once), each
-    identity once; and per model how many are answered already."""
+    identity once; and the calls answered already (in ``done``)."""
     jobs: list[Job] = []
+    again: list[Job] = []
     seen: set[tuple[str, str, int]] = set()
-    reused: dict[str, int] = dict.fromkeys(models, 0)
     for k in range(repeats):
         for row, (prompt, h) in enumerate(zip(frame["prompt"], hashes, strict=True)):
             for model in models:
@@ -196,11 +206,9 @@ def _jobs(
                 if key in seen:
                     continue
                 seen.add(key)
-                if key in done:
-                    reused[model] += 1
-                else:
-                    jobs.append(Job(row, model, k, str(prompt), h))
-    return jobs, reused
+                job = Job(row, model, k, str(prompt), h)
+                (again if key in done else jobs).append(job)
+    return jobs, again
 
 
 def _routes(
@@ -274,7 +282,13 @@ class Experiment:
     repeat, joined to the input columns), ``.summary()`` (per model), ``.refresh()``.
 
     ``reused``: how many calls the last run found answered already; ``made``: how many it made;
-    ``note``: why it stopped early (Ctrl-C, the cost cap), if it did."""
+    ``cached``: the ``cached`` rows it wrote for the reused ones, and ``saved_usd`` what they
+    would have cost; ``note``: why it stopped early (Ctrl-C, the cost cap), if it did.
+
+    A reused call shows the measurements of the call that made its answer (answer, tokens,
+    cost, latency, TTFT: the experiment's data) with ``reused`` True; its status is ``ok``
+    when that call is the experiment's own, ``cached`` when the response cache found it
+    elsewhere in the ledger."""
 
     def __init__(
         self,
@@ -296,6 +310,8 @@ class Experiment:
         self.since = since  # fresh=True: rows before this run are not this experiment's answers
         self.made = 0
         self.reused = 0
+        self.cached = 0
+        self.saved_usd = 0.0
         self.note: str | None = None
         self._texts: dict[str, str] = {}  # this run's answers (the ledger may not keep text)
         self._made_ids: set[str] = set()
@@ -325,8 +341,27 @@ class Experiment:
         calls = experiment_calls(self.book, self.name)
         if self.since is not None:
             calls = calls[calls["ts_start"] >= self.since]
+        # the calls the response cache answered from outside the experiment: their measurements
+        # are their original's (the experiment's own answers are read from its ok rows)
+        key = (
+            calls["prompt_hash"].astype(str)
+            + "|"
+            + calls["requested_model"].astype(str)
+            + "|"
+            + calls["repeat"].astype(str)
+        )
+        own = set(key[calls["status"] == "ok"])
+        elsewhere = calls[(calls["status"] == "cached") & ~key.isin(own)]
+        origins = made_by(self.book, list(elsewhere["request_hash"].dropna()))
         self._df = build(
-            self.inputs, self.models, self.repeats, calls, self._texts, self._made_ids, self.score
+            self.inputs,
+            self.models,
+            self.repeats,
+            calls,
+            self._texts,
+            self._made_ids,
+            self.score,
+            origins,
         )
         return self._df
 
@@ -346,7 +381,9 @@ class Experiment:
         cost = float(df["cost_usd"].sum(min_count=1))
         line = (
             f"Experiment {self.name!r}: {len(df)} call(s), {self.made} made now, "
-            f"{self.reused} reused; cost {'unpriced' if math.isnan(cost) else usd(cost)}"
+            f"{self.reused} reused"
+            + (f", saved {usd(self.saved_usd)}" if self.cached else "")
+            + f"; cost {'unpriced' if math.isnan(cost) else usd(cost)}"
         )
         return f"{line}. {self.note}" if self.note else line
 

@@ -420,7 +420,10 @@ def test_local_model_small_experiment(local_model: str, book: Any) -> None:
     assert exp.summary().loc["local", "mean_score"] == 1.0
     rows = len(book)
     again = run(prompts=["Say hi.", "Name a colour."], models=["local"], name="local", max_tokens=8)
-    assert again.reused == 2 and len(book) == rows
+    assert again.reused == 2 and again.made == 0 and len(book) == rows + 2  # two cached rows
+    assert (again.df["status"] == "ok").all() and again.df["answer"].tolist() == exp.df[
+        "answer"
+    ].tolist()
 
 
 # -- lm.plots.pareto ------------------------------------------------------------------------------

@@ -705,24 +705,30 @@ summary
 ## Re-run: everything is reused
 
 The same cell again (as after a kernel restart, or "Restart & Run All"): every call has an `ok`
-row already, so nothing is sent and no row is written.
+row already, so nothing is sent. Each reused answer is recorded as a row of its own, status
+`cached`, cost 0, with the `saved_usd` it avoided (all written at once); the experiment's table
+keeps the original calls' answers, tokens, cost and latency, marked `reused`.
 """,
     ),
     (
         "code",
         """
-rows_before = len(lm.ledger().df)
+before = lm.ledger().df
 runs = {model: run(model) for model in SETUPS}
-rows_after = len(lm.ledger().df)
-{model: (exp.made, exp.reused) for model, exp in runs.items()}, rows_after - rows_before
+after = lm.ledger().df
+new_rows = after[~after.call_id.isin(before.call_id)]
+{model: (exp.made, exp.reused, exp.cached) for model, exp in runs.items()}, new_rows.status.value_counts().to_dict()
 """,
     ),
     (
         "code",
         """
-assert all(exp.made == 0 and exp.reused == len(reviews) for exp in runs.values())
-assert rows_after == rows_before
-print(f"reused {sum(exp.reused for exp in runs.values())} answers; new ledger rows: {rows_after - rows_before}")
+assert all(exp.made == 0 and exp.reused == len(reviews) == exp.cached for exp in runs.values())
+# no provider request: every new row is a cached one (a call made would have written ok or error)
+assert len(new_rows) == 2 * len(reviews) and (new_rows.status == "cached").all()
+assert (new_rows.cost_usd == 0).all() and new_rows.experiment.str.startswith("nb05-").all()
+assert all(exp.df.reused.all() and (exp.df.status == "ok").all() for exp in runs.values())
+print(runs["terse"].headline())
 """,
     ),
     (
