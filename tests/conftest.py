@@ -73,8 +73,11 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     config.reload_settings()
 
 
-# SIGINT's handler as the run found it (Python's own, unless pytest was started with SIGINT
-# ignored, as a shell's background job is).
+# Ctrl-C as in a notebook's kernel: Python's own SIGINT handler (KeyboardInterrupt), even when
+# pytest was started with SIGINT ignored, as a non-interactive shell starts a background job (a
+# CI runner may): `_thread.interrupt_main()` does nothing under SIG_IGN.
+if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL):
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 SIGINT_AT_START = signal.getsignal(signal.SIGINT)
 
 
