@@ -5,6 +5,7 @@ model."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +71,35 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     yield ledger_path
     config.clear_overrides()
     config.reload_settings()
+
+
+# Ctrl-C as in a notebook's kernel: Python's own SIGINT handler (KeyboardInterrupt), even when
+# pytest was started with SIGINT ignored, as a non-interactive shell starts a background job (a
+# CI runner may): `_thread.interrupt_main()` does nothing under SIG_IGN.
+if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL):
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+SIGINT_AT_START = signal.getsignal(signal.SIGINT)
+
+
+def _sigint_restored(when: str) -> None:
+    now = signal.getsignal(signal.SIGINT)
+    if now is not SIGINT_AT_START:
+        signal.signal(signal.SIGINT, SIGINT_AT_START)
+        pytest.fail(
+            f"SIGINT's handler was changed {when}: {SIGINT_AT_START!r} -> {now!r}; a user's "
+            "Ctrl-C (and _thread.interrupt_main()) must keep working, restore the handler",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(autouse=True)
+def sigint_kept() -> Iterator[None]:
+    """A test must leave SIGINT's handler as it found it: under ``SIG_IGN`` or a stray handler a
+    user's Ctrl-C does nothing. The test (or a wider fixture set up for it) that changes it
+    fails here, and the handler is put back for the next test."""
+    _sigint_restored("by a fixture set up for this test")
+    yield
+    _sigint_restored("by this test")
 
 
 @pytest.fixture

@@ -76,6 +76,7 @@ as a ``RecordedRequest`` in ``fp.requests``: ``method``, ``path``, ``query``, ``
 ``header(name)``, ``body`` (parsed JSON or None), ``raw``, ``t`` (``time.monotonic()`` at
 arrival), ``api_key``, ``model``, ``stream``, ``behaviour``. Also: ``fp.completions()`` (only
 chat/messages/generate requests), ``fp.wait_for_requests(n, timeout)``, ``fp.pending()``,
+``fp.gather(n)`` (hold completion requests until ``n`` are open at once; ``fp.most_open``),
 ``fp.reset()``, ``FakeProvider(default=ok(...), models=[...])``. ``close()`` wakes hanging
 handlers and shuts every open socket, and is idempotent.
 
@@ -953,7 +954,8 @@ class _Handler(BaseHTTPRequestHandler):
         b = fp._next("completion")
         req.behaviour = b
         fp._record(req)
-        self._run(b, req, proto)
+        with fp._answering():
+            self._run(b, req, proto)
 
     def _count_tokens(self, req: RecordedRequest) -> None:
         """Anthropic's token counting: ``{"input_tokens": N}``, N the scripted ``ok``'s
@@ -1246,6 +1248,10 @@ class FakeProvider:
         self._arrived = threading.Condition(self._lock)
         self._conns: set[socket.socket] = set()
         self._stopping = threading.Event()
+        self._open = 0  # completion requests being answered now
+        self.most_open = 0  # the most completion requests answered at once so far
+        self._gather = 0  # completion requests wait until this many are open (0: no wait)
+        self._gather_timeout = 0.0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -1273,6 +1279,8 @@ class FakeProvider:
         if server is None:
             return
         self._stopping.set()
+        with self._arrived:
+            self._arrived.notify_all()  # wakes requests held by gather()
         server.shutdown()
         server.server_close()
         with self._lock:
@@ -1339,6 +1347,7 @@ class FakeProvider:
             for q in self._queues.values():
                 q.clear()
             self._requests.clear()
+            self.most_open = 0
 
     def _next(self, endpoint: Endpoint) -> Behaviour:
         with self._lock:
@@ -1370,6 +1379,34 @@ class FakeProvider:
             if not self._arrived.wait_for(lambda: len(self._requests) >= n, timeout):
                 raise TimeoutError(f"{len(self._requests)} of {n} requests arrived")
             return list(self._requests)
+
+    def gather(self, n: int, timeout: float = 60.0) -> FakeProvider:
+        """Hold every completion request, unanswered, until ``n`` of them are open at once, then
+        answer them all: concurrency shown without timing. A client that sends them one after
+        another leaves ``most_open`` below ``n``; after ``timeout`` seconds without ``n`` open
+        the hold ends (each request is then answered) so that such a client fails its test
+        rather than hanging it."""
+        with self._lock:
+            self._gather, self._gather_timeout = n, timeout
+        return self
+
+    @contextlib.contextmanager
+    def _answering(self) -> Iterator[None]:
+        with self._arrived:
+            self._open += 1
+            self.most_open = max(self.most_open, self._open)
+            self._arrived.notify_all()
+            if self._gather:
+                n = self._gather
+                self._arrived.wait_for(
+                    lambda: self._open >= n or self._stopping.is_set(), self._gather_timeout
+                )
+                self._gather = 0  # gathered (or never will be): later requests are not held
+        try:
+            yield
+        finally:
+            with self._arrived:
+                self._open -= 1
 
     def _record(self, req: RecordedRequest) -> None:
         with self._arrived:

@@ -327,11 +327,13 @@ def test_in_stream_error_event(fp: FakeProvider, model: str) -> None:
 
 @pytest.mark.parametrize("model", [OPENAI, ANTHROPIC])
 def test_hang_hits_litellm_timeout(fp: FakeProvider, model: str) -> None:
-    fp.script(hang(5))
+    fp.script(hang(300))
     start = time.monotonic()
     with pytest.raises(litellm.Timeout):
         drain(call(fp, model, stream=True, timeout=0.3))
-    assert 0.25 < time.monotonic() - start < 5 / 2  # cut by the 0.3 s timeout, not the 5 s hang
+    # cut by the 0.3 s timeout, not the hang's end (which a loaded machine cannot bring 200x
+    # nearer); closing the provider wakes the hanging handler
+    assert 0.25 < time.monotonic() - start < 60
 
 
 def test_hang_then_answer(fp: FakeProvider) -> None:

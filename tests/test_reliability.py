@@ -45,13 +45,15 @@ def test_keys_rotate_round_robin(provider, clean_env) -> None:
 def test_a_429_key_cools_down_and_the_retry_goes_out_at_once_on_another(
     provider, clean_env, monkeypatch
 ) -> None:
-    monkeypatch.setenv("LLM_MAGIC_RETRY_SCALE", "1")  # real waits: the retry must not wait
+    # real waits, made long: the 30 s Retry-After would be a 600 s wait (beyond the test's
+    # timeout), so a retry that waited for it cannot pass, however slow the machine
+    monkeypatch.setenv("LLM_MAGIC_RETRY_SCALE", "20")
     provider.script(status(429, retry_after=30), ok("other key", 2, 1))
     result = lm.complete("Hi", model="gpt-4o", max_tokens=4)
     first, second = posts(provider)
     assert result.text == "other key" and result.attempts == 2
     assert first.api_key != second.api_key
-    assert second.t - first.t < 30 / 10  # not the 30 s Retry-After: another key was free
+    assert second.t - first.t < 600 / 10  # not the 600 s wait: another key was free
     provider.script(ok("next", 2, 1))
     lm.complete("Hi", model="gpt-4o", max_tokens=4)
     assert posts(provider)[-1].api_key != first.api_key  # the cooling key is skipped
@@ -132,6 +134,18 @@ def test_a_process_killed_mid_call_leaves_a_readable_ledger(tmp_path: Path) -> N
     assert list(df.response) == ["done"]
 
 
+def waiting_to_retry(thread_id: int) -> bool:
+    """Whether the thread is in the back-off before a retry (``_attempt._wait_to_retry``'s
+    ``_sleep``) now."""
+    frame = sys._current_frames().get(thread_id)
+    while frame is not None and frame.f_back is not None:
+        code, caller = frame.f_code, frame.f_back.f_code
+        if (code.co_name, caller.co_name) == ("_sleep", "_wait_to_retry"):
+            return caller.co_filename.endswith("_attempt.py")
+        frame = frame.f_back
+    return False
+
+
 def test_ctrl_c_while_waiting_to_retry_is_recorded(provider, clean_env, monkeypatch) -> None:
     import _thread
     import threading
@@ -139,17 +153,26 @@ def test_ctrl_c_while_waiting_to_retry_is_recorded(provider, clean_env, monkeypa
     provider.script(status(401))  # warm litellm's error path (its first one costs seconds)
     with pytest.raises(lm.errors.AuthError):
         lm.complete("warm", model="gpt-4o", max_tokens=4)
-    monkeypatch.setenv("LLM_MAGIC_RETRY_SCALE", "3")  # a real 6 s wait after the 500
+    monkeypatch.setenv("LLM_MAGIC_RETRY_SCALE", "100")  # a 200 s wait after the 500
     provider.script(status(500), ok("never", 2, 1))
+    main, over = threading.get_ident(), threading.Event()
 
     def interrupt_during_the_wait() -> None:
-        provider.wait_for_requests(2, timeout=60)
-        time.sleep(2.5)  # the 500 has been handled; the 6 s wait before the retry is running
-        _thread.interrupt_main()
+        # Ctrl-C once the main thread is in the wait before the retry (seen on its stack, not
+        # guessed from the time: a loaded machine may take seconds to handle the 500)
+        while not over.wait(0.01):
+            if waiting_to_retry(main):
+                _thread.interrupt_main()
+                return
 
-    threading.Thread(target=interrupt_during_the_wait, daemon=True).start()
-    with pytest.raises(lm.errors.Interrupted) as caught:
-        lm.complete("Hi", model="gpt-4o", max_tokens=4)
+    watcher = threading.Thread(target=interrupt_during_the_wait, daemon=True)
+    watcher.start()
+    try:
+        with pytest.raises(lm.errors.Interrupted) as caught:
+            lm.complete("Hi", model="gpt-4o", max_tokens=4)
+    finally:
+        over.set()
+        watcher.join()
     assert caught.value.result.status == "interrupted"
     assert len(posts(provider)) == 2  # the warm-up and the 500: the retry never went out
     row = lm.ledger(str(clean_env)).df.iloc[-1]

@@ -334,18 +334,37 @@ def test_magic_tools_runs_them_and_shows_the_calls_and_the_answer(
     assert len(book.df) == 2 and sent_back(provider.completions()[1])[0][1] == "18°C in Paris"
 
 
+def slow_to_draw(front_end: Any, seconds: float) -> None:
+    """The front end takes at least ``seconds`` to draw each update (as a busy browser does)."""
+    import time
+
+    publish = front_end.publish
+
+    def drawn_slowly(*args: Any, **kwargs: Any) -> None:
+        began = time.monotonic()
+        publish(*args, **kwargs)
+        while time.monotonic() - began < seconds:
+            time.sleep(seconds)
+
+    front_end.publish = drawn_slowly
+
+
 def test_magic_tool_calls_grow_in_the_cell_and_stay_in_its_output(
     ip_ledger: Any, provider: FakeProvider, front_end: Any
 ) -> None:
     from tests.conftest import published
 
     ip_ledger.run_line_magic("config", "LLMMagics.display_mode = 'handle'")
+    ip_ledger.run_line_magic("config", "LLMMagics.updates_per_second = 30")
     ip_ledger.user_ns["my_tools"] = [get_weather]
-    provider.script(ok("", tool_calls=[weather_call()], chunk_delay=0.05), ok("Sunny, 18°C."))
+    slow_to_draw(front_end, 1 / 30)
+    provider.script(ok("", tool_calls=[weather_call()]), ok("Sunny, 18°C."))
     ip_ledger.run_cell("%%llm -m gpt-4o --tools my_tools\nWeather in Paris?")
     shown = [m["data"].get("text/plain", "") for m in published(front_end)]
     growing = [s.strip() for s in shown if s.startswith("⚙ get_weather(")]
-    assert '⚙ get_weather({"ci' in growing  # while its arguments were still arriving
+    # each piece of the arguments as it came: a front end that takes an update's interval to
+    # draw is never sent two updates within one interval, so no piece is skipped for speed
+    assert growing[:3] == ["⚙ get_weather(", '⚙ get_weather({"ci', '⚙ get_weather({"city": "P']
     assert any(s.startswith('⚙ get_weather({"city": "Paris"}) → 18°C in Paris') for s in shown)
     final = published(front_end)[-1]["data"]["text/markdown"]
     # the call that ran stays where it streamed: before the answer it led to
