@@ -63,6 +63,17 @@ def _n(ctx: Ctx) -> int:
     return int(os.environ.get("LLM_MAGIC_BENCH_B10_N", FULL_N))
 
 
+def _rounds(ctx: Ctx) -> int:
+    """Rounds of (a) and (c): the run's ``--runs``, or fewer (``LLM_MAGIC_BENCH_B10_RUNS``:
+    one round at the full N is ~20,000 calls, half an hour on a loaded 2-core machine)."""
+    return max(1, min(ctx.runs, int(os.environ.get("LLM_MAGIC_BENCH_B10_RUNS", ctx.runs))))
+
+
+def _resume_n(ctx: Ctx, n: int) -> int:
+    """Calls in (b): N, or ``LLM_MAGIC_BENCH_B10_RESUME_N``."""
+    return int(os.environ.get("LLM_MAGIC_BENCH_B10_RESUME_N", n)) if not ctx.smoke else n
+
+
 def _prompts(n: int, tag: str) -> list[str]:
     return [f"{tag} question {i}: say ok" for i in range(n)]
 
@@ -228,8 +239,9 @@ def run(ctx: Ctx) -> Section:
         with quiet():
             _bare(_prompts(WIDTH, "warm"), base)
             _experiment(_prompts(WIDTH, "warm"), "b10-warm")
-        for r in range(ctx.runs):
-            log(f"B10: round {r + 1}/{ctx.runs}, {n} calls each side")
+        rounds = _rounds(ctx)
+        for r in range(rounds):
+            log(f"B10: round {r + 1}/{rounds}, {n} calls each side")
             order = ["exp", "bare"] if r % 2 == 0 else ["bare", "exp"]
             for side in order:
                 with quiet():
@@ -247,13 +259,14 @@ def run(ctx: Ctx) -> Section:
         log("B10: profile")
         with quiet():
             prof = _profiles(base, min(n, 200))
-    log("B10: resume (SIGKILL at about half)")
-    res = _resume(ctx, n)
-    extra = res["total"] - n
+    rn = _resume_n(ctx, n)
+    log(f"B10: resume (SIGKILL at about half), {rn} calls")
+    res = _resume(ctx, rn)
+    extra = res["total"] - rn
     in_flight = res["first"] - res["ok_at_kill"]
-    if res["ok_end"] != n or res["second"] != n - res["ok_at_kill"] or extra > in_flight:
-        raise RuntimeError(f"resume: counts do not add up: {res} (n={n})")
-    return _section(ctx, n, out, rerun, res, prof)
+    if res["ok_end"] != rn or res["second"] != rn - res["ok_at_kill"] or extra > in_flight:
+        raise RuntimeError(f"resume: counts do not add up: {res} (n={rn})")
+    return _section(ctx, n, out, rerun, {**res, "n": rn}, prof)
 
 
 def _section(
@@ -270,9 +283,10 @@ def _section(
     cpu_ratio = [e / b for e, b in zip(cpu["exp"], cpu["bare"], strict=True)]
     scaled = "" if n == FULL_N else f" (measured at N = {n:,}, not the full {FULL_N:,})"
     in_flight = res["first"] - res["ok_at_kill"]
+    rn = res.get("n", n)  # (b)'s own N
     lines = [
         f"N = {n:,} calls{scaled}, concurrency {WIDTH}, model `{MODEL}` at a fake provider in "
-        f"its own process; every answer is two chunks 50 ms apart. Runs: {ctx.runs} after a "
+        f"its own process; every answer is two chunks 50 ms apart. Runs: {len(ratio)} after a "
         f"warm-up of {WIDTH} calls each side; sides alternate in order. CPU is this process's "
         "(all threads).",
         "",
@@ -297,11 +311,11 @@ def _section(
         ),
         "",
         f"(b) Resume: the experiment in a subprocess, SIGKILLed once {res['first']:,} of "
-        f"{n:,} requests had reached the server; the ledger then held {res['ok_at_kill']:,} "
+        f"{rn:,} requests (N of (b)) had reached the server; the ledger then held {res['ok_at_kill']:,} "
         f"`ok` rows, so {in_flight} calls were in flight at the kill (sent, no row). The re-run "
         f"made {res['made']:,} calls and reused {res['reused']:,}; the server saw "
         f"{res['second']:,} requests in it — exactly N − ok rows at the kill. Provider requests "
-        f"in all: {res['total']:,} = N + {res['total'] - n} (the calls in flight at the kill, "
+        f"in all: {res['total']:,} = N + {res['total'] - rn} (the calls in flight at the kill, "
         f"sent again); {res['distinct']:,} distinct prompts (in the {res['total'] - res['unparsed']:,} request bodies the server could parse: a request cut by the kill has none); {res['ok_end']:,} `ok` rows at "
         "the end.",
         "",
@@ -321,8 +335,8 @@ def _section(
         Verdict(
             "B10",
             "resume after SIGKILL: requests = N + calls in flight at the kill",
-            f"{res['total']:,} = {n:,} + {res['total'] - n} (in flight: {in_flight})",
-            res["total"] - n <= in_flight,
+            f"{res['total']:,} = {rn:,} + {res['total'] - rn} (in flight: {in_flight})",
+            res["total"] - rn <= in_flight,
             "counts checked",
         ),
         Verdict(

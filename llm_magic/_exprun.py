@@ -104,9 +104,23 @@ def run(
 ) -> list[Outcome]:
     """Run every ``(request, repeat, worst_usd, provider)``; outcomes in input order. A Ctrl-C
     stops it: calls in flight are recorded as interrupted, the rest are not started; the
-    outcomes so far are returned (``NOT_STARTED`` for the rest)."""
+    outcomes so far are returned (``NOT_STARTED`` for the rest). The ledger's aliases and
+    prices are read once for the whole run (:meth:`Ledger.held_reads`), not several times a
+    call."""
     if not work:
         return []
+    with book.held_reads():
+        return _run_pool(work, concurrency, guard, cfg, book, on_done)
+
+
+def _run_pool(
+    work: list[tuple[Request, int, float, str]],
+    concurrency: int | None,
+    guard: SpendGuard,
+    cfg: Settings,
+    book: Ledger,
+    on_done: Callable[[int, Outcome], None] | None,
+) -> list[Outcome]:
     stop = threading.Event()
     limits = {p: provider_concurrency(p) for *_, p in work}
     width = concurrency or min(MAX_THREADS, sum(limits.values()))

@@ -18,11 +18,12 @@ policy (pricing, budget, models) or the notebook face.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -81,6 +82,8 @@ class Ledger:
         self.journal = Journal(journal_path(self.url, self.path))
         self._reserved: set[str] = set()  # reservations this process holds, settled by record
         self._reserved_lock = threading.Lock()
+        self._held: dict[str, Any] | None = None  # aliases and prices read once (held_reads)
+        self._held_depth = 0
         self.replay_pending(quick=True)  # rows a busy ledger could not take last time
 
     def __repr__(self) -> str:
@@ -234,6 +237,33 @@ class Ledger:
         )
         with self._engine.begin() as conn:
             conn.execute(stmt)
+        if self._held is not None:
+            self._held.clear()  # read again on next use
+
+    @contextlib.contextmanager
+    def held_reads(self) -> Iterator[None]:
+        """Within it, :meth:`aliases` and :meth:`prices` are read from the ledger once and then
+        served from memory (an experiment's thousands of calls asked for them several times a
+        call); this process's own ``set_alias``/``set_price`` still take effect at once."""
+        with self._reserved_lock:
+            self._held_depth += 1
+            if self._held is None:
+                self._held = {}
+        try:
+            yield
+        finally:
+            with self._reserved_lock:
+                self._held_depth -= 1
+                if not self._held_depth:
+                    self._held = None
+
+    def _held_read(self, what: str, read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        held = self._held
+        if held is None:
+            return read()
+        if what not in held:
+            held[what] = read()
+        return dict(held[what])
 
     def set_price(self, model: str, input_per_1m: float, output_per_1m: float) -> None:
         if not all(
@@ -255,6 +285,9 @@ class Ledger:
         )
 
     def prices(self) -> dict[str, tuple[float, float]]:
+        return self._held_read("prices", self._read_prices)
+
+    def _read_prices(self) -> dict[str, tuple[float, float]]:
         from sqlalchemy import select
 
         t = tables()["prices"]
@@ -266,6 +299,9 @@ class Ledger:
         self._upsert(tables()["aliases"], "name", {"name": name, "model": model})
 
     def aliases(self) -> dict[str, str]:
+        return self._held_read("aliases", self._read_aliases)
+
+    def _read_aliases(self) -> dict[str, str]:
         from sqlalchemy import select
 
         t = tables()["aliases"]
