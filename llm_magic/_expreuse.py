@@ -68,8 +68,9 @@ class Reuse:
             # rows took seconds); the ledger serialises them (row_values) as for any row
             rows.append({name: getattr(rec, name) for name in NAMES})
         book.record_many(rows)
-        for row in rows:  # record_many is also the ledger's bulk copy: spans are sent here
-            _otel.emit(row)
+        if _otel.enabled():  # record_many is also the ledger's bulk copy: spans are sent here
+            for row in rows:
+                _otel.emit(row)
         self.written = len(rows)
         self.saved_usd = sum(r.cost_usd for _, r in self.served if r.cost_usd == r.cost_usd)
 

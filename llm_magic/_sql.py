@@ -222,24 +222,38 @@ def dialect_insert(dialect: str, table: Any) -> Any:
     return sqlite.insert(table)
 
 
+_PLAIN = (str, int, bool)  # stored as they are (the common case, checked first)
+_JSON_COLUMNS = frozenset(("tags", "tool_calls"))
+_NAME_SET = frozenset(NAMES)
+
+
 def row_values(row: Mapping[str, Any]) -> dict[str, Any]:
     """A row as the calls table takes it: every column, dates as ISO 8601 UTC, tags and tool calls as JSON,
     NaN as NULL, numpy scalars as Python ones. ``ValueError`` for unknown columns or status."""
-    unknown = set(row) - set(NAMES)
-    if unknown:
-        raise ValueError(f"unknown ledger columns: {sorted(unknown)}")
+    if not _NAME_SET.issuperset(row):
+        raise ValueError(f"unknown ledger columns: {sorted(set(row) - _NAME_SET)}")
     if row.get("status") not in STATUSES:
         raise ValueError(f"bad status {row.get('status')!r}")
+    get = row.get
     values: dict[str, Any] = {}
-    for name in NAMES:
-        v = row.get(name)
-        if name in ("tags", "tool_calls") and v is not None and not isinstance(v, str):
-            v = json.dumps(v, sort_keys=True)
-        if isinstance(v, datetime):
-            v = v.astimezone(timezone.utc).isoformat()
-        if isinstance(v, float) and math.isnan(v):
-            v = None  # NaN is stored as NULL and read back as NaN
-        if v is not None and hasattr(v, "item"):  # numpy scalars
-            v = v.item()
-        values[name] = v
+    for name in NAMES:  # an experiment's re-run writes 10,000 rows: the plain cases go first
+        v = get(name)
+        if v is None or type(v) in _PLAIN:
+            values[name] = v
+        elif type(v) is float:
+            values[name] = None if v != v else v  # NaN is stored as NULL and read back as NaN
+        else:
+            values[name] = _converted(name, v)
     return values
+
+
+def _converted(name: str, v: Any) -> Any:
+    if name in _JSON_COLUMNS:
+        return json.dumps(v, sort_keys=True)
+    if isinstance(v, datetime):
+        return v.astimezone(timezone.utc).isoformat()
+    if hasattr(v, "item"):  # numpy scalars
+        v = v.item()
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
