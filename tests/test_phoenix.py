@@ -137,7 +137,8 @@ def _calls(provider: FakeProvider, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _by_call(spans: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    found = {s["attributes"].get("llm_magic.call_id"): s for s in spans}
+    rows = [s for s in spans if "llm_magic.attempt" not in s["attributes"]]  # not HTTP tries
+    found = {s["attributes"].get("llm_magic.call_id"): s for s in rows}
     assert None not in found, "a span without llm_magic.call_id"
     return found
 
