@@ -142,7 +142,9 @@ class Call:
             **detail,  # NULL when the provider's usage did not report them
         )
         # a row the ledger cannot take now waits in its journal; api_base: the span's server
-        kept = plan.book.keep(rec.row(), self.route.api_base, self.tries.closed())
+        answer_id = self.usage.response_id if self.usage and not self.route.via_proxy else None
+        tries = self.tries.closed(answer_id, self.route.provider)  # each a span (OTel on)
+        kept = plan.book.keep(rec.row(), self.route.api_base, tries)
         if kept:
             plan.notes.append(kept)
         result = Result.from_record(rec, text=self.text, notes=list(plan.notes))

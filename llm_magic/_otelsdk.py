@@ -235,12 +235,15 @@ class Export:
             context = trace.set_span_in_context(NonRecordingSpan(parent), context)
         else:
             token = _WANTED.set(_trace_int(trace_hex))
+        attributes = _otelspan.attributes(row, api_base)
+        if tries and tries[-1].response_id:  # live only: the ledger does not keep it
+            attributes["gen_ai.response.id"] = tries[-1].response_id
         try:
             span = self.tracer.start_span(
                 _otelspan.span_name(row),
                 context=context,
                 kind=SpanKind.CLIENT,
-                attributes=_otelspan.attributes(row, api_base),
+                attributes=attributes,
                 start_time=start,
             )
         finally:

@@ -61,6 +61,10 @@ DEFAULT_HOSTS = {
     "xai": ("api.x.ai", 443),
 }
 FAILED = ("error", "refused_budget", "refused_context")
+#: The providers whose stream's ``id`` reaches us as they sent it (``gen_ai.response.id``):
+#: OpenAI's through litellm, the embedded model's read directly. litellm gives other streams
+#: (Anthropic's, whose ``msg_…`` id it drops) an id of its own, which is no provider's.
+RESPONSE_IDS = ("openai", "local")
 
 
 def capture_content() -> bool:
@@ -297,6 +301,7 @@ class Try:
     end: datetime | None = None
     error_type: str | None = None
     http_status: int | None = None
+    response_id: str | None = None  # the provider's id of the answer this try received
 
 
 class Tries(list[Try]):
@@ -314,9 +319,13 @@ class Tries(list[Try]):
                 last.error_type = getattr(error, "error_type", None) or type(error).__name__
                 last.http_status = getattr(error, "status", None)
 
-    def closed(self) -> list[Try]:
-        """The tries, the one still open (an interrupt while reading) ended now."""
+    def closed(self, response_id: str | None = None, provider: str | None = None) -> list[Try]:
+        """The tries, the one still open (an interrupt while reading) ended now;
+        ``response_id``: the id of the answer the last try received, kept when it is the
+        ``provider``'s own (:data:`RESPONSE_IDS`)."""
         self.end(None)
+        if self and response_id and provider in RESPONSE_IDS and self[-1].error_type is None:
+            self[-1].response_id = response_id
         return list(self)
 
 
@@ -335,4 +344,5 @@ def try_attributes(row: Mapping[str, Any], number: int, one: Try) -> dict[str, A
     if one.error_type is not None:
         out["error.type"] = one.error_type
     _put(out, ("http.response.status_code",), one.http_status)
+    _put(out, ("gen_ai.response.id",), one.response_id)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -180,6 +181,12 @@ def test_spans_match_the_ledger_row_for_row(
     assert "http.response.status_code" not in answered["attributes"]
     assert answered["attributes"]["http.request.resend_count"] == 1
     assert limited["end_ns"] <= answered["start_ns"]  # the back-off between them
+    # the provider's id of the answer (the stream chunks' "id"), on the row and the try that got it
+    assert re.fullmatch(r"chatcmpl-[0-9a-f]{29}", a["gen_ai.response.id"])
+    assert answered["attributes"]["gen_ai.response.id"] == a["gen_ai.response.id"]
+    assert "gen_ai.response.id" not in limited["attributes"]
+    ledger = book.df.to_json(date_format="iso")
+    assert a["gen_ai.response.id"] not in ledger  # spans only, not the ledger
     assert (a["llm_magic.agent"], a["llm_magic.user"]) == ("bot", "ann")
     assert json.loads(a["llm_magic.tags"]) == {"team": "x"}
     assert a["gen_ai.request.max_tokens"] == 500 and a["gen_ai.response.finish_reasons"] == ["stop"]
@@ -195,6 +202,9 @@ def test_spans_match_the_ledger_row_for_row(
     assert [t["attributes"]["http.response.status_code"] for t in failed_tries] == [503, 503]
     assert {t["status"] for t in failed_tries} == {"ERROR"}
     assert {t["trace_id"] for t in failed_tries} == {second.trace_id}
+    assert "gen_ai.response.id" not in pair[0]["attributes"]  # no answer, no id
+    # litellm replaces Anthropic's msg_ id by one of its own: no provider's id, so none
+    assert "gen_ai.response.id" not in pair[1]["attributes"]
 
     secret = os.environ["OPENAI_API_KEY"]
     assert all(secret not in json.dumps(s) for s in spans.values())
