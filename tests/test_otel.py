@@ -165,14 +165,14 @@ def test_spans_match_the_ledger_row_for_row(
     assert a["llm.token_count.prompt_details.cache_read"] == 1500
     assert a["gen_ai.usage.reasoning.output_tokens"] == 200
     assert a["llm_magic.attempts"] == 2  # the 429 and the answer: one row, one span …
-    row_span, row = spans[first.call_id], df.loc[first.call_id]
+    row_span, first_row = spans[first.call_id], df.loc[first.call_id]
     limited, answered = tries_of(every, row_span)  # … with one child span per HTTP try
     for number, one in enumerate((limited, answered), 1):
         assert one["name"] == f"attempt {number} chat gpt-4o" and one["kind"] == "CLIENT"
-        assert one["trace_id"] == row_span["trace_id"] == row.trace_id
+        assert one["trace_id"] == row_span["trace_id"] == first_row.trace_id
         assert one["attributes"]["llm_magic.call_id"] == first.call_id
         assert one["attributes"]["http.request.method"] == "POST"
-        assert ns(row.ts_start) <= one["start_ns"] <= one["end_ns"] <= ns(row.ts_end)
+        assert ns(first_row.ts_start) <= one["start_ns"] <= one["end_ns"] <= ns(first_row.ts_end)
     assert limited["status"] == "ERROR" and limited["status_message"] == "rate_limited 429"
     assert limited["attributes"]["error.type"] == "rate_limited"
     assert limited["attributes"]["http.response.status_code"] == 429

@@ -191,7 +191,11 @@ def test_every_call_is_a_span_in_phoenix_matching_its_ledger_row(
     _flush()
     df = book.df
     assert len(df) == 5  # the fallback request is two rows: gpt-4o failed, haiku answered
-    spans = _by_call(phoenix.wait_spans(project, len(df)))
+    # every row's span, and a child span per HTTP try of the rows that took more than one
+    tries = int(df.attempts[df.attempts > 1].sum())
+    everything = phoenix.wait_spans(project, len(df) + tries)
+    spans = _by_call(everything)
+    assert len(everything) == len(df) + tries
     assert sorted(spans) == sorted(df.call_id)
     for row in df.itertuples():
         _assert_span_is_row(spans[row.call_id], row)
