@@ -272,7 +272,7 @@ class Export:
             if one.error_type is not None:
                 status = f" {one.http_status}" if one.http_status else ""
                 child.set_status(Status(StatusCode.ERROR, f"{one.error_type}{status}"))
-            else:
+            elif not one.stopped:
                 child.set_status(Status(StatusCode.OK))
             child.end(end_time=_otelspan._ns(one.end or one.start))
 

@@ -302,6 +302,7 @@ class Try:
     error_type: str | None = None
     http_status: int | None = None
     response_id: str | None = None  # the provider's id of the answer this try received
+    stopped: bool = False  # still being read when the call ended (an interrupt): no status
 
 
 class Tries(list[Try]):
@@ -323,6 +324,8 @@ class Tries(list[Try]):
         """The tries, the one still open (an interrupt while reading) ended now;
         ``response_id``: the id of the answer the last try received, kept when it is the
         ``provider``'s own (:data:`RESPONSE_IDS`)."""
+        if self and self[-1].end is None:
+            self[-1].stopped = True
         self.end(None)
         if self and response_id and provider in RESPONSE_IDS and self[-1].error_type is None:
             self[-1].response_id = response_id
