@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Generator, Iterator
 
 from . import _plan, _respcache, _structured, budget, errors, gateway, keys, pricing, retry
+from ._otelspan import Tries
 from ._toolcalls import ToolCalls, ToolDelta, ToolEvent
 from .config import Settings
 from .keys import KeyPool
@@ -38,6 +39,7 @@ class Call:
         self.ttft: float | None = None
         self.parts: list[str] = []
         self.attempts = 0
+        self.tries = Tries()  # each HTTP attempt's times and error: spans, not ledger columns
         self.usage: gateway.Usage | None = None
         self.tools = ToolCalls()  # the tool calls of the answer, gathered from their pieces
         self.pieces: Iterator[str | ToolDelta | gateway.Usage] | None = None  # being read
@@ -140,7 +142,9 @@ class Call:
             **detail,  # NULL when the provider's usage did not report them
         )
         # a row the ledger cannot take now waits in its journal; api_base: the span's server
-        kept = plan.book.keep(rec.row(), self.route.api_base)
+        answer_id = self.usage.response_id if self.usage and not self.route.via_proxy else None
+        tries = self.tries.closed(answer_id, self.route.provider)  # each a span (OTel on)
+        kept = plan.book.keep(rec.row(), self.route.api_base, tries)
         if kept:
             plan.notes.append(kept)
         result = Result.from_record(rec, text=self.text, notes=list(plan.notes))
@@ -248,11 +252,14 @@ class Run:
         while True:
             call.attempts += 1
             _pick_key(pool, route, call.attempts)
+            call.tries.begin()
             try:
                 yield from self._read(call)
             except errors.ProviderError as exc:
                 err: errors.ProviderError = exc
+                call.tries.end(exc)
             else:
+                call.tries.end()
                 self._answered(call)
                 return
             if isinstance(err, errors.StreamInterrupted):  # kept, not retried

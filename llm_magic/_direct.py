@@ -82,7 +82,13 @@ def stream_openai(
                 f"response interrupted: {failure}", status=failure.status, model=model
             )
         raise failure  # outside the handler: no exception chain behind it
-    yield usage_type.read(tally.usage, reported=True, model=tally.answered_by, finish=tally.finish)
+    yield usage_type.read(
+        tally.usage,
+        reported=True,
+        model=tally.answered_by,
+        finish=tally.finish,
+        response_id=tally.response_id,
+    )
 
 
 def _events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
@@ -104,10 +110,12 @@ class _Tally:
     usage: dict[str, Any] | None = None
     answered_by: str | None = None
     finish: str | None = None
+    response_id: str | None = None
 
     def take(self, chunk: dict[str, Any]) -> list[str | ToolDelta]:
         """Note what ``chunk`` says; return its text pieces and tool-call pieces."""
         self.answered_by = chunk.get("model") or self.answered_by
+        self.response_id = chunk.get("id") or self.response_id
         if chunk.get("usage"):
             self.usage = chunk["usage"]
         pieces: list[str | ToolDelta] = []

@@ -20,7 +20,7 @@ import contextvars
 import os
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -86,16 +86,17 @@ def _say(message: str | None) -> None:
             warnings.warn(message, OtelWarning, stacklevel=4)
 
 
-def emit(row: Mapping[str, Any], api_base: str | None = None) -> None:
-    """The ledger's hook: ``row`` (just kept) as a span, when export is on. Never raises for
-    the export: a problem is counted, and said once."""
+def emit(row: Mapping[str, Any], api_base: str | None = None, tries: Sequence[Any] = ()) -> None:
+    """The ledger's hook: ``row`` (just kept) as a span, when export is on; ``tries``: its
+    call's HTTP attempts (:class:`llm_magic._otelspan.Try`), each a child span when there were
+    several. Never raises for the export: a problem is counted, and said once."""
     if not enabled():
         return
     message = None
     try:
         from . import _otelsdk
 
-        message = _otelsdk.live().emit(row, api_base)
+        message = _otelsdk.live().emit(row, api_base, tries)
     except Exception as exc:  # the call was made and kept: telemetry never breaks it
         message = _otelsdk_failed(exc)
     _say(message)

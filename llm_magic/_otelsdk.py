@@ -218,8 +218,14 @@ class Export:
         )
 
     # -- spans ----------------------------------------------------------------------------------
-    def span(self, row: Mapping[str, Any], api_base: str | bool | None = None) -> None:
-        """One row as one span, with the row's own times and trace id."""
+    def span(
+        self,
+        row: Mapping[str, Any],
+        api_base: str | bool | None = None,
+        tries: Sequence[_otelspan.Try] = (),
+    ) -> None:
+        """One row as one span, with the row's own times and trace id; when its call took more
+        than one HTTP try, one child span per try (``tries``: live calls only)."""
         start, end = _otelspan.times_ns(row)
         trace_hex = str(row.get("trace_id") or "")
         parent = self.parents.get(trace_hex)
@@ -229,12 +235,15 @@ class Export:
             context = trace.set_span_in_context(NonRecordingSpan(parent), context)
         else:
             token = _WANTED.set(_trace_int(trace_hex))
+        attributes = _otelspan.attributes(row, api_base)
+        if tries and tries[-1].response_id:  # live only: the ledger does not keep it
+            attributes["gen_ai.response.id"] = tries[-1].response_id
         try:
             span = self.tracer.start_span(
                 _otelspan.span_name(row),
                 context=context,
                 kind=SpanKind.CLIENT,
-                attributes=_otelspan.attributes(row, api_base),
+                attributes=attributes,
                 start_time=start,
             )
         finally:
@@ -242,11 +251,40 @@ class Export:
                 _WANTED.reset(token)
         if row.get("status") in _otelspan.FAILED:
             span.set_status(Status(StatusCode.ERROR, _otelspan.error_line(row)))
+        elif row.get("status") in ("ok", "cached"):
+            span.set_status(Status(StatusCode.OK))
+        if len(tries) > 1:
+            self._tries(span, row, tries)
         span.end(end_time=end)
 
-    def emit(self, row: Mapping[str, Any], api_base: str | None = None) -> str | None:
-        """A call just kept: its span and its metrics. Returns the one warning, when due."""
-        self.span(row, api_base)
+    def _tries(self, span: Any, row: Mapping[str, Any], tries: Sequence[_otelspan.Try]) -> None:
+        """Each HTTP try of the row's call, a CLIENT span under the row's span."""
+        context = trace.set_span_in_context(span, Context())
+        name = _otelspan.span_name(row)
+        for number, one in enumerate(tries, 1):
+            child = self.tracer.start_span(
+                f"attempt {number} {name}",
+                context=context,
+                kind=SpanKind.CLIENT,
+                attributes=_otelspan.try_attributes(row, number, one),
+                start_time=_otelspan._ns(one.start),
+            )
+            if one.error_type is not None:
+                status = f" {one.http_status}" if one.http_status else ""
+                child.set_status(Status(StatusCode.ERROR, f"{one.error_type}{status}"))
+            elif not one.stopped:
+                child.set_status(Status(StatusCode.OK))
+            child.end(end_time=_otelspan._ns(one.end or one.start))
+
+    def emit(
+        self,
+        row: Mapping[str, Any],
+        api_base: str | None = None,
+        tries: Sequence[_otelspan.Try] = (),
+    ) -> str | None:
+        """A call just kept: its span (and its tries') and its metrics. Returns the one
+        warning, when due."""
+        self.span(row, api_base, tries)
         if self.meters is not None:
             self.meters.record(row)
         return self.said()

@@ -16,13 +16,24 @@ import json
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
 from .secrets import scrub
 
-__all__ = ["span_name", "attributes", "error_line", "times_ns", "capture_content", "server"]
+__all__ = [
+    "span_name",
+    "attributes",
+    "error_line",
+    "times_ns",
+    "capture_content",
+    "server",
+    "Try",
+    "Tries",
+    "try_attributes",
+]
 
 #: The OpenTelemetry provider names (``gen_ai.provider.name``) of our providers, where they differ.
 PROVIDER_NAMES = {
@@ -50,6 +61,10 @@ DEFAULT_HOSTS = {
     "xai": ("api.x.ai", 443),
 }
 FAILED = ("error", "refused_budget", "refused_context")
+#: The providers whose stream's ``id`` reaches us as they sent it (``gen_ai.response.id``):
+#: OpenAI's through litellm, the embedded model's read directly. litellm gives other streams
+#: (Anthropic's, whose ``msg_…`` id it drops) an id of its own, which is no provider's.
+RESPONSE_IDS = ("openai", "local")
 
 
 def capture_content() -> bool:
@@ -273,4 +288,64 @@ def attributes(
         _put(out, ("http.response.status_code",), _int(row.get("http_status")))
     if capture_content() if content is None else content:
         _content(row, out)
+    return out
+
+
+# -- the HTTP tries of one row's call (live spans only: the ledger keeps just their count) ------
+@dataclass
+class Try:
+    """One HTTP attempt of a call: its wall times (the ledger's time base, UTC) and, when it
+    failed, the error's type and HTTP status."""
+
+    start: datetime
+    end: datetime | None = None
+    error_type: str | None = None
+    http_status: int | None = None
+    response_id: str | None = None  # the provider's id of the answer this try received
+    stopped: bool = False  # still being read when the call ended (an interrupt): no status
+
+
+class Tries(list[Try]):
+    """A call's tries, in order (``Call.tries``): one begun before each HTTP attempt, ended
+    when its stream ends or fails."""
+
+    def begin(self) -> None:
+        self.append(Try(datetime.now(timezone.utc)))
+
+    def end(self, error: Exception | None = None) -> None:
+        if self and self[-1].end is None:
+            last = self[-1]
+            last.end = datetime.now(timezone.utc)
+            if error is not None:
+                last.error_type = getattr(error, "error_type", None) or type(error).__name__
+                last.http_status = getattr(error, "status", None)
+
+    def closed(self, response_id: str | None = None, provider: str | None = None) -> list[Try]:
+        """The tries, the one still open (an interrupt while reading) ended now;
+        ``response_id``: the id of the answer the last try received, kept when it is the
+        ``provider``'s own (:data:`RESPONSE_IDS`)."""
+        if self and self[-1].end is None:
+            self[-1].stopped = True
+        self.end(None)
+        if self and response_id and provider in RESPONSE_IDS and self[-1].error_type is None:
+            self[-1].response_id = response_id
+        return list(self)
+
+
+def try_attributes(row: Mapping[str, Any], number: int, one: Try) -> dict[str, Any]:
+    """A try's span attributes: the HTTP client conventions' (``http.request.resend_count``
+    from the second try on), the operation's GenAI names, and which row it belongs to."""
+    out: dict[str, Any] = {
+        "http.request.method": "POST",
+        "gen_ai.operation.name": row.get("operation") or "chat",
+        "llm_magic.attempt": number,
+    }
+    if number > 1:
+        out["http.request.resend_count"] = number - 1
+    _put(out, ("gen_ai.request.model",), row.get("requested_model") or row.get("model"))
+    _put(out, ("llm_magic.call_id",), row.get("call_id") or None)
+    if one.error_type is not None:
+        out["error.type"] = one.error_type
+    _put(out, ("http.response.status_code",), one.http_status)
+    _put(out, ("gen_ai.response.id",), one.response_id)
     return out

@@ -35,9 +35,18 @@ class Usage:
     cache_write_tokens: int | None = None  # of input_tokens: written to it
     cache_write_1h_tokens: int | None = None  # of cache_write_tokens: into the 1-hour cache
     reasoning_tokens: int | None = None  # of output_tokens
+    response_id: str | None = None  # the provider's id of the answer (spans only, not the ledger)
 
     @classmethod
-    def read(cls, usage: Any, *, reported: bool, model: str | None, finish: str | None) -> Usage:
+    def read(
+        cls,
+        usage: Any,
+        *,
+        reported: bool,
+        model: str | None,
+        finish: str | None,
+        response_id: str | None = None,
+    ) -> Usage:
         """The Usage of a stream's final usage (litellm's object or the wire's dict)."""
         return cls(
             int(_part(usage, "prompt_tokens") or 0),
@@ -46,6 +55,7 @@ class Usage:
             model,
             finish,
             **usage_detail(usage),
+            response_id=response_id or None,
         )
 
     def detail(self) -> UsageDetail:

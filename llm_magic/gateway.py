@@ -400,8 +400,10 @@ def _read(response: Any) -> Generator[str | ToolDelta | Usage, None, None]:
     final_usage = None
     answered_by = None
     finish: str | None = None
+    response_id = None
     for chunk in response:
         answered_by = getattr(chunk, "model", None) or answered_by
+        response_id = getattr(chunk, "id", None) or response_id
         usage = getattr(chunk, "usage", None)
         if usage is not None:
             final_usage = usage
@@ -418,6 +420,7 @@ def _read(response: Any) -> Generator[str | ToolDelta | Usage, None, None]:
         reported=reported,
         model=str(answered_by) if answered_by else None,
         finish=str(finish) if finish else None,
+        response_id=str(response_id) if response_id else None,
     )
 
 

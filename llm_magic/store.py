@@ -23,7 +23,7 @@ import json
 import math
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -146,14 +146,17 @@ class Ledger:
             return
         self._write([row_values(r) for r in rows])
 
-    def keep(self, row: Mapping[str, Any], api_base: str | None = None) -> str | None:
+    def keep(
+        self, row: Mapping[str, Any], api_base: str | None = None, tries: Sequence[Any] = ()
+    ) -> str | None:
         """Write one call's row; if the ledger cannot take it now (locked by another process
         beyond the wait, disk full, unwritable), keep it in the journal instead, to go into the
         ledger on the next successful write or open. Never raises for that: the call's answer
         was paid for. Returns the warning shown to the user (None when the row is in). With
-        OpenTelemetry on, the row is also sent as a span (``api_base``: where the call went)."""
+        OpenTelemetry on, the row is also sent as a span (``api_base``: where the call went;
+        ``tries``: its HTTP attempts, each a child span when there were several)."""
         values = row_values(row)
-        _otel.emit(row, api_base)  # every kept row, once: a no-op unless OTel export is on
+        _otel.emit(row, api_base, tries)  # every kept row, once: a no-op unless OTel export is on
         try:
             self._write([values])
         except LedgerError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -73,7 +74,18 @@ def sent(receiver: OtlpSink, n: int) -> list[dict[str, Any]]:
 
 
 def by_call(spans: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {s["attributes"]["llm_magic.call_id"]: s for s in spans if s["kind"] == "CLIENT"}
+    """The rows' spans by call id (not their HTTP tries' child spans)."""
+    return {
+        s["attributes"]["llm_magic.call_id"]: s
+        for s in spans
+        if s["kind"] == "CLIENT" and "llm_magic.attempt" not in s["attributes"]
+    }
+
+
+def tries_of(spans: list[dict[str, Any]], row_span: dict[str, Any]) -> list[dict[str, Any]]:
+    """The try spans under a row's span, in order."""
+    children = [s for s in spans if s["parent_span_id"] == row_span["span_id"]]
+    return sorted(children, key=lambda s: s["attributes"]["llm_magic.attempt"])
 
 
 def ns(ts: pd.Timestamp) -> int:
@@ -112,7 +124,9 @@ def test_spans_match_the_ledger_row_for_row(
 
     df = rows(book)
     assert len(df) == 5
-    spans = by_call(sent(sink, 5))
+    # 5 rows, and the tries of the two rows that took two: 2 + 2 child spans
+    every = sent(sink, 9)
+    spans = by_call(every)
     assert set(spans) == set(df.index)
     for call_id, row in df.iterrows():
         span, a = spans[call_id], spans[call_id]["attributes"]
@@ -141,14 +155,38 @@ def test_spans_match_the_ledger_row_for_row(
             assert span["status"] == "ERROR" and a["error.type"] == row.error_type
             assert span["status_message"] and "\n" not in span["status_message"]
         else:
-            assert span["status"] == "UNSET" and "error.type" not in a
+            assert span["status"] == "OK" and "error.type" not in a
+        if row.attempts < 2:
+            assert tries_of(every, span) == []  # one try: the row's span is the call
 
     a = spans[first.call_id]["attributes"]
     assert a["gen_ai.usage.cost.amount"] == pytest.approx(GPT4O_COST, abs=1e-9)
     assert a["gen_ai.usage.cache_read.input_tokens"] == 1500
     assert a["llm.token_count.prompt_details.cache_read"] == 1500
     assert a["gen_ai.usage.reasoning.output_tokens"] == 200
-    assert a["llm_magic.attempts"] == 2  # the 429 and the answer: one row, one span
+    assert a["llm_magic.attempts"] == 2  # the 429 and the answer: one row, one span …
+    row_span, first_row = spans[first.call_id], df.loc[first.call_id]
+    limited, answered = tries_of(every, row_span)  # … with one child span per HTTP try
+    for number, one in enumerate((limited, answered), 1):
+        assert one["name"] == f"attempt {number} chat gpt-4o" and one["kind"] == "CLIENT"
+        assert one["trace_id"] == row_span["trace_id"] == first_row.trace_id
+        assert one["attributes"]["llm_magic.call_id"] == first.call_id
+        assert one["attributes"]["http.request.method"] == "POST"
+        assert ns(first_row.ts_start) <= one["start_ns"] <= one["end_ns"] <= ns(first_row.ts_end)
+    assert limited["status"] == "ERROR" and limited["status_message"] == "rate_limited 429"
+    assert limited["attributes"]["error.type"] == "rate_limited"
+    assert limited["attributes"]["http.response.status_code"] == 429
+    assert "http.request.resend_count" not in limited["attributes"]
+    assert answered["status"] == "OK" and "error.type" not in answered["attributes"]
+    assert "http.response.status_code" not in answered["attributes"]
+    assert answered["attributes"]["http.request.resend_count"] == 1
+    assert limited["end_ns"] <= answered["start_ns"]  # the back-off between them
+    # the provider's id of the answer (the stream chunks' "id"), on the row and the try that got it
+    assert re.fullmatch(r"chatcmpl-[0-9a-f]{29}", a["gen_ai.response.id"])
+    assert answered["attributes"]["gen_ai.response.id"] == a["gen_ai.response.id"]
+    assert "gen_ai.response.id" not in limited["attributes"]
+    ledger = book.df.to_json(date_format="iso")
+    assert a["gen_ai.response.id"] not in ledger  # spans only, not the ledger
     assert (a["llm_magic.agent"], a["llm_magic.user"]) == ("bot", "ann")
     assert json.loads(a["llm_magic.tags"]) == {"team": "x"}
     assert a["gen_ai.request.max_tokens"] == 500 and a["gen_ai.response.finish_reasons"] == ["stop"]
@@ -160,6 +198,13 @@ def test_spans_match_the_ledger_row_for_row(
     pair = [spans[c] for c in fallback.index]
     assert {s["trace_id"] for s in pair} == {second.trace_id}
     assert pair[1]["attributes"]["llm_magic.fallback_from"] == "gpt-4o"
+    failed_tries = tries_of(every, pair[0])  # gpt-4o: two 503s, each a failed try
+    assert [t["attributes"]["http.response.status_code"] for t in failed_tries] == [503, 503]
+    assert {t["status"] for t in failed_tries} == {"ERROR"}
+    assert {t["trace_id"] for t in failed_tries} == {second.trace_id}
+    assert "gen_ai.response.id" not in pair[0]["attributes"]  # no answer, no id
+    # litellm replaces Anthropic's msg_ id by one of its own: no provider's id, so none
+    assert "gen_ai.response.id" not in pair[1]["attributes"]
 
     secret = os.environ["OPENAI_API_KEY"]
     assert all(secret not in json.dumps(s) for s in spans.values())

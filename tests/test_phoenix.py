@@ -137,7 +137,8 @@ def _calls(provider: FakeProvider, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _by_call(spans: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    found = {s["attributes"].get("llm_magic.call_id"): s for s in spans}
+    rows = [s for s in spans if "llm_magic.attempt" not in s["attributes"]]  # not HTTP tries
+    found = {s["attributes"].get("llm_magic.call_id"): s for s in rows}
     assert None not in found, "a span without llm_magic.call_id"
     return found
 
@@ -190,7 +191,11 @@ def test_every_call_is_a_span_in_phoenix_matching_its_ledger_row(
     _flush()
     df = book.df
     assert len(df) == 5  # the fallback request is two rows: gpt-4o failed, haiku answered
-    spans = _by_call(phoenix.wait_spans(project, len(df)))
+    # every row's span, and a child span per HTTP try of the rows that took more than one
+    tries = int(df.attempts[df.attempts > 1].sum())
+    everything = phoenix.wait_spans(project, len(df) + tries)
+    spans = _by_call(everything)
+    assert len(everything) == len(df) + tries
     assert sorted(spans) == sorted(df.call_id)
     for row in df.itertuples():
         _assert_span_is_row(spans[row.call_id], row)
