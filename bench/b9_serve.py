@@ -611,9 +611,16 @@ def run(ctx: Ctx) -> Section:
 
 def _capped(b: dict[str, Any], n: int) -> list[str]:
     """Why fewer answers than clients streamed at once, when they did."""
-    most = med(b["tokens"])
-    if n <= HTTPX_POOL or most > HTTPX_POOL:
+    most, inflight = med(b["tokens"]), med(b["inflight"])
+    if n <= HTTPX_POOL or most >= n:
         return []
+    if inflight > HTTPX_POOL:  # the pool is lifted: the gate spreads the starts
+        return [
+            f"When all {n} streams were open, {most:.0f} had their first token: the server "
+            "starts `LLM_MAGIC_SERVE_STARTING` (4) calls at a time (`llm_magic/web/gate.py`), "
+            f"and later up to {inflight:.0f} answers were streaming at once.",
+            "",
+        ]
     return [
         f"**When all {n} streams were open, {most:.0f} had their first token.** litellm's "
         "synchronous OpenAI client "
