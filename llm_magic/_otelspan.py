@@ -75,7 +75,13 @@ def capture_content() -> bool:
 
 
 def span_name(row: Mapping[str, Any]) -> str:
-    return f"{row.get('operation') or 'chat'} {row.get('requested_model') or row.get('model')}"
+    """``{operation} {model}``: the model the request went to (a fallback's, an alias's target),
+    as ``gen_ai.request.model``."""
+    return f"{row.get('operation') or 'chat'} {_sent_model(row)}"
+
+
+def _sent_model(row: Mapping[str, Any]) -> Any:
+    return row.get("model") or row.get("requested_model")
 
 
 def _number(value: Any) -> float | None:
@@ -200,8 +206,8 @@ def _request(row: Mapping[str, Any], out: dict[str, Any], api_base: str | bool |
     out["gen_ai.operation.name"] = operation
     out["openinference.span.kind"] = "EMBEDDING" if operation == "embeddings" else "LLM"
     _put(out, ("gen_ai.provider.name", "gen_ai.system", "llm.system", "llm.provider"), name)
-    requested = row.get("requested_model") or row.get("model")
-    _put(out, ("gen_ai.request.model",), requested)
+    _put(out, ("gen_ai.request.model",), _sent_model(row))  # what was sent to the provider
+    _put(out, ("llm_magic.requested_model",), row.get("requested_model"))  # what the user named
     _put(out, ("gen_ai.response.model", "llm.model_name"), row.get("model"))
     if operation == "embeddings":
         _put(out, ("embedding.model_name",), row.get("model"))
@@ -342,7 +348,7 @@ def try_attributes(row: Mapping[str, Any], number: int, one: Try) -> dict[str, A
     }
     if number > 1:
         out["http.request.resend_count"] = number - 1
-    _put(out, ("gen_ai.request.model",), row.get("requested_model") or row.get("model"))
+    _put(out, ("gen_ai.request.model",), _sent_model(row))
     _put(out, ("llm_magic.call_id",), row.get("call_id") or None)
     if one.error_type is not None:
         out["error.type"] = one.error_type

@@ -130,12 +130,13 @@ def test_spans_match_the_ledger_row_for_row(
     assert set(spans) == set(df.index)
     for call_id, row in df.iterrows():
         span, a = spans[call_id], spans[call_id]["attributes"]
-        assert span["name"] == f"chat {row.requested_model}" and span["kind"] == "CLIENT"
+        assert span["name"] == f"chat {row.model}" and span["kind"] == "CLIENT"  # sent to
         assert span["trace_id"] == row.trace_id  # the ledger's trace id is the OTel one
         assert span["parent_span_id"] is None
         assert (span["start_ns"], span["end_ns"]) == (ns(row.ts_start), ns(row.ts_end))
         assert a["gen_ai.operation.name"] == "chat" and a["openinference.span.kind"] == "LLM"
-        assert a["gen_ai.request.model"] == row.requested_model
+        assert a["gen_ai.request.model"] == row.model
+        assert a["llm_magic.requested_model"] == row.requested_model
         assert a["gen_ai.response.model"] == a["llm.model_name"] == row.model
         assert a["gen_ai.provider.name"] == a["gen_ai.system"] == row.provider
         assert a["gen_ai.usage.input_tokens"] == a["gen_ai.usage.prompt_tokens"] == row.input_tokens
