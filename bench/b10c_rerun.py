@@ -19,19 +19,12 @@ import time
 import uuid
 from datetime import timedelta
 
+from .b10_experiment import FULL_N, MODEL, _n
 from .common import Ctx, Section, Verdict, fmt_s, log, med, quiet, table
 
-MODEL = "gpt-4o-mini"
 NAME = "b10c-finished"
-FULL_N = 10_000
 TARGET_S = 2.0
 MAX_TOKENS = 100
-
-
-def _n(ctx: Ctx) -> int:
-    if ctx.smoke:
-        return 80
-    return int(os.environ.get("LLM_MAGIC_BENCH_B10_N", FULL_N))
 
 
 def _prompts(n: int) -> list[str]:
