@@ -4,6 +4,7 @@ model."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 from collections.abc import Iterator
@@ -110,6 +111,10 @@ def ip_empty() -> Iterator[InteractiveShell]:
     shell = TestingShell.instance(config=cfg)
     yield shell
     TestingShell.clear_instance()
+    # Each shell registers its exit clean-up, which runs gc.collect(): with the suite's hundreds
+    # of shells on a 1 GB heap, pytest sat for minutes after its summary. Nothing to keep here
+    # (history is off): the shell is let go like any object.
+    atexit.unregister(shell.atexit_operations)
 
 
 @pytest.fixture
