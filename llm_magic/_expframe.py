@@ -76,10 +76,9 @@ def build(
     merged["error"] = merged["error_message"]
     ids = merged["call_id"]
     merged["reused"] = ids.notna() & ~ids.isin(list(made))
-    kept = [texts.get(i) if isinstance(i, str) else None for i in ids]
-    merged["answer"] = [
-        a if isinstance(a, str) else t for a, t in zip(merged["answer"], kept, strict=True)
-    ]
+    if texts:  # this run's answers, for rows the ledger keeps without text
+        missing = merged["answer"].isna() & ids.isin(list(texts))
+        merged.loc[missing, "answer"] = ids[missing].map(texts)
     for col in ("cost_usd", "latency_s", "ttft_s"):
         merged[col] = merged[col].astype("float64")
     _from_origins(merged, origins)
@@ -130,6 +129,8 @@ def score_of(kind: str, answer: str, expected: Any) -> float:
 def _scores(
     inputs: pd.DataFrame, merged: pd.DataFrame, score: Callable[[str, Any], float] | str | None
 ) -> list[float]:
+    if score is None:
+        return [math.nan] * len(merged)
     out: list[float] = []
     for row, status, answer in zip(merged["_row"], merged["status"], merged["answer"], strict=True):
         if score is None or status not in ANSWERED or not isinstance(answer, str):

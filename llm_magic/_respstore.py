@@ -17,7 +17,16 @@ from .record import utcnow
 if TYPE_CHECKING:
     from .store import Ledger
 
-__all__ = ["CLEARED_KEY", "newest_ok", "newest_ok_many", "cleared_at", "clear", "counts"]
+__all__ = [
+    "CLEARED_KEY",
+    "FROM_SOURCE",
+    "newest_ok",
+    "newest_ok_many",
+    "cleared_at",
+    "clear",
+    "counts",
+    "copy_cached",
+]
 
 BATCH = 500  # hashes per query of newest_ok_many (well under every engine's parameter limit)
 
@@ -107,6 +116,88 @@ def newest_ok_many(book: Ledger, hashes: list[str]) -> dict[str, dict[str, Any]]
     except sa_exc.DBAPIError as exc:
         raise problem(exc, book.path) from None
     return found
+
+
+#: The columns a ``cached`` row takes from the call that made its answer, as
+#: :func:`llm_magic._respcache.cached_record` takes them from ``hit`` (its request's
+#: ``requested_model``, ``experiment``, ``prompt_hash`` and ``repeat`` are the source's too: the
+#: copy is made for a re-run's identical calls). ``prompt`` and ``response`` only with text kept.
+FROM_SOURCE = (
+    "requested_model",
+    "model",
+    "provider",
+    "input_tokens",
+    "output_tokens",
+    "usage_source",
+    "price_source",
+    "max_tokens",
+    "prompt",
+    "response",
+    "finish_reason",
+    "tool_calls",
+    "request_hash",
+    "saved_usd",
+    "experiment",
+    "prompt_hash",
+    "repeat",
+)
+
+
+def _new_id(dialect: str) -> Any:
+    """A random 32-hex-digit id made by the database, one per row (as ``uuid4().hex``)."""
+    from sqlalchemy import Text, cast, func
+
+    if dialect == "sqlite":
+        return func.lower(func.hex(func.randomblob(16)))
+    return func.replace(cast(func.gen_random_uuid(), Text), "-", "")
+
+
+def copy_cached(
+    book: Ledger, sources: list[str], constants: dict[str, Any], store_text: bool
+) -> int:
+    """One ``cached`` row per call id in ``sources``, made by the database from that call's
+    row (``INSERT … SELECT``, :data:`BATCH` ids a statement, all in one transaction): the row
+    :func:`llm_magic._respcache.cached_record` builds in Python, for the thousands of reused
+    calls of an experiment's re-run, without reading them into Python. The columns of
+    :data:`FROM_SOURCE` come from the source (``saved_usd`` is its ``cost_usd``); ``call_id``
+    and ``trace_id`` are new random ids; every other column is ``constants[column]`` (a value as
+    :func:`llm_magic._sql.row_values` stores it). Returns the rows written."""
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy import func, insert, literal, null, select
+
+    from .record import NAMES
+
+    calls = tables()["calls"]
+    src = calls.alias("src")
+    taken = {name: src.c[name] for name in FROM_SOURCE}
+    taken |= {
+        "saved_usd": src.c.cost_usd,  # NULL when the original's price was unknown
+        "input_tokens": func.coalesce(src.c.input_tokens, 0),
+        "output_tokens": func.coalesce(src.c.output_tokens, 0),
+        "usage_source": func.coalesce(src.c.usage_source, "provider"),
+        "max_tokens": func.coalesce(src.c.max_tokens, constants["max_tokens"]),
+        "prompt": src.c.prompt if store_text else null(),
+        "response": func.coalesce(src.c.response, "") if store_text else null(),
+        "call_id": _new_id(book.dialect),
+        "trace_id": _new_id(book.dialect),
+    }
+    columns = [
+        taken[name] if name in taken else literal(constants[name], calls.c[name].type)
+        for name in NAMES
+    ]
+    written = 0
+    try:
+        with _engine(book).connect() as conn, conn.begin():
+            for i in range(0, len(sources), BATCH):
+                chunk = sources[i : i + BATCH]
+                query = select(*columns).where(src.c.call_id.in_(chunk))
+                stmt = insert(calls).from_select(NAMES, query)
+                written += conn.execute(
+                    stmt, execution_options={"preserve_rowcount": True}
+                ).rowcount
+    except sa_exc.DBAPIError as exc:
+        raise problem(exc, book.path) from None
+    return written
 
 
 def clear(book: Ledger) -> str:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _expplan, _expreuse, _exprun, _otel, errors
 from ._expplan import Estimate, Job
-from ._expreads import experiment_calls, made_by
+from ._expreads import made_by, table_calls
 from .comparison import Outcome, _is_local
 from .config import Settings, check_number, settings
 from .core import Request, check_request
@@ -114,16 +114,14 @@ def experiment(
     hashes = [_expplan.identity(p, system, temperature, max_tokens) for p in frame["prompt"]]
     frame["prompt_hash"] = hashes
     since = utcnow() if fresh else None
-    reuse = _expreuse.Reuse()
+    reuse = _expreuse.Reuse(request=lambda job: _request(base, job, name))
     done = {} if fresh else _expreuse.answered(book, name)
     jobs, again = _jobs(frame, hashes, models, repeats, done)
-    reuse.served = [
-        (_request(base, j, name), done[(j.prompt_hash, j.model, j.repeat)]) for j in again
-    ]
+    reuse.own = [(j, *done[(j.prompt_hash, j.model, j.repeat)]) for j in again]
     reused = {m: sum(1 for j in again if j.model == m) for m in models}
     cached: dict[str, int] = dict.fromkeys(models, 0)
     if not fresh and _expreuse.cache_wanted(cache, cfg, temperature):  # fresh: all made again
-        hits = _expreuse.from_cache(jobs, lambda job: _request(base, job, name), cfg, book)
+        hits = _expreuse.from_cache(jobs, reuse.request, cfg, book)
         for i in hits:
             cached[jobs[i].model] += 1
         reuse.served += list(hits.values())
@@ -338,20 +336,10 @@ class Experiment:
         """Read the experiment's rows from the ledger again and rebuild :attr:`df`."""
         from ._expframe import build
 
-        calls = experiment_calls(self.book, self.name)
-        if self.since is not None:
-            calls = calls[calls["ts_start"] >= self.since]
-        # the calls the response cache answered from outside the experiment: their measurements
-        # are their original's (the experiment's own answers are read from its ok rows)
-        key = (
-            calls["prompt_hash"].astype(str)
-            + "|"
-            + calls["requested_model"].astype(str)
-            + "|"
-            + calls["repeat"].astype(str)
-        )
-        own = set(key[calls["status"] == "ok"])
-        elsewhere = calls[(calls["status"] == "cached") & ~key.isin(own)]
+        calls = table_calls(self.book, self.name, self.since)
+        # the calls the response cache answered from outside the experiment (the only cached
+        # rows table_calls gives): their measurements are their original's
+        elsewhere = calls[calls["status"] == "cached"]
         origins = made_by(self.book, list(elsewhere["request_hash"].dropna()))
         self._df = build(
             self.inputs,

@@ -140,7 +140,7 @@ class Ledger:
         self._write([row_values(row)])
         self.replay_pending()
 
-    def record_many(self, rows: list[Mapping[str, Any]]) -> None:
+    def record_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Append many calls in one transaction (idempotent per ``call_id``)."""
         if not rows:
             return

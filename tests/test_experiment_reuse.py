@@ -1,5 +1,5 @@
 """lm.experiment's reuse through the response cache: a re-run records one ``cached`` row per
-reused call (one INSERT, one transaction; cost 0, ``saved_usd``), sends nothing and reserves
+reused call (copied by the database in one INSERT … SELECT, one transaction; cost 0, ``saved_usd``), sends nothing and reserves
 nothing, while ``.df`` keeps the original calls' measurements; ``cache=True`` (or the session's
 switch at temperature 0) answers a new experiment from earlier calls anywhere in the ledger,
 repeat 0 only. SQLite and PostgreSQL (``ledger_url``)."""
@@ -79,7 +79,8 @@ def test_a_rerun_records_a_cached_row_per_reused_call_in_one_insert(
     with inserts(on_ledger) as batches:
         again = run("rerun")
     assert sent(provider) == 3  # no provider request
-    assert batches == [3]  # one INSERT of the three rows: one transaction, not one per call
+    # one INSERT … SELECT: the database copies the three rows (one statement, not one per call)
+    assert batches == [1]
     assert on_ledger.reservations() == 0.0
 
     rows = on_ledger.df
@@ -188,3 +189,48 @@ def test_the_session_switch_answers_temperature_0_only(
     asked = run("asked", temperature=0.7, cache=True)  # asked explicitly: answered
     assert asked.cached == 3 and sent(provider) == 6
     assert math.isclose(asked.saved_usd, 3 * COST)
+
+
+@pytest.mark.parametrize("store_text", [True, False], ids=["text", "no-text"])
+def test_the_database_copy_writes_the_row_the_python_builder_makes(
+    on_ledger: Ledger, provider: FakeProvider, store_text: bool
+) -> None:
+    """A re-run's ``cached`` rows are copied by the database (``copy_cached``); with
+    OpenTelemetry on they are built in Python (``cached_record``). Both, from the same source
+    call, read back equal in every column but the two new random ids."""
+    from llm_magic import _expreuse, _respcache, _respstore
+    from llm_magic._expplan import Job
+    from llm_magic._expreads import calls_by_id
+    from llm_magic._sql import row_values
+    from llm_magic.core import Request
+    from llm_magic.record import NAMES, utcnow
+
+    first = run("parity", agent="bot", user="ann", tags={"team": "x"}, temperature=0.0)
+    source = str(first.df["call_id"].iloc[1])
+    hit = _respcache.record_of(calls_by_id(on_ledger, [source])[source])
+    job = Job(1, "gpt-4o-mini", 0, str(hit.prompt), str(hit.prompt_hash))
+    req = Request(
+        prompt=job.prompt, model=job.model, max_tokens=100, agent="bot", user="ann",
+        tags={"team": "x"}, experiment="parity", prompt_hash=job.prompt_hash, repeat=0,
+    )  # fmt: skip
+    row = _expreuse.Reuse._row(hit, req, utcnow(), 0.25, store_text)
+    on_ledger.record_many([row])
+    assert _respstore.copy_cached(on_ledger, [source], row_values(row), store_text) == 1
+
+    cached = on_ledger.df.query("status == 'cached'")
+    assert len(cached) == 2
+    built, copied = (r.drop(["call_id", "trace_id"]) for _, r in cached.iterrows())
+    pd.testing.assert_series_equal(built, copied, check_names=False)
+    assert set(cached["call_id"]).isdisjoint({source}) and cached["call_id"].nunique() == 2
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in cached["trace_id"])
+    # and they are what a cached row is: nothing paid, the original's cost saved
+    assert (copied["cost_usd"], copied["attempts"], copied["agent"]) == (0.0, 0, "bot")
+    assert copied["saved_usd"] == pytest.approx(COST) and copied["tags"] == {"team": "x"}
+    if store_text:
+        assert (copied["response"], copied["prompt"]) == (
+            "Paris is the capital",
+            "Capital of Rome?",
+        )
+    else:
+        assert pd.isna(copied["response"]) and pd.isna(copied["prompt"])
+    assert set(NAMES) - {"call_id", "trace_id"} <= set(built.index)

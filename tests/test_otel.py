@@ -273,6 +273,23 @@ def test_an_experiments_calls_are_children_of_its_span(
     assert parent["start_ns"] <= min(s["start_ns"] for s in calls)
     assert parent["end_ns"] >= max(s["end_ns"] for s in calls)
 
+    # its re-run reuses the three answers: three cached rows, built in Python (not copied by
+    # the database) so that each is a span too, children of the re-run's own span
+    again = lm.experiment(
+        ["a", "b", "c"], ["gpt-4o-mini"], name="capitals", progress=False, max_tokens=20
+    )
+    assert again.cached == 3 and len(provider.completions()) == 3  # type: ignore[union-attr]
+    spans = sent(sink, 8)
+    (rerun,) = [
+        s for s in spans if s["name"] == "experiment capitals" and s["span_id"] != parent["span_id"]
+    ]
+    reused = [s for s in spans if s["trace_id"] == rerun["trace_id"] and s["kind"] == "CLIENT"]
+    assert sorted(s["attributes"]["llm_magic.status"] for s in reused) == ["cached"] * 3
+    assert {s["parent_span_id"] for s in reused} == {rerun["span_id"]}
+    cached = book.df.query("status == 'cached'")
+    assert set(cached["trace_id"]) == {rerun["trace_id"]}
+    assert set(cached["call_id"]) == {s["attributes"]["llm_magic.call_id"] for s in reused}
+
 
 def test_a_served_chat_request_is_a_parent_span(
     provider: FakeProvider, book: Any, sink: OtlpSink, monkeypatch: pytest.MonkeyPatch
