@@ -13,7 +13,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests._servers import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
@@ -68,12 +69,6 @@ def need_chromium() -> None:
     pytest.skip(why)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class JupyterServer:
     """``jupyter lab`` (which also serves Notebook 7's ``/tree`` and ``/notebooks``) on a free
     127.0.0.1 port with a token, in throwaway root, ledger, settings, config, data and runtime
@@ -85,7 +80,7 @@ class JupyterServer:
         self.base = base
         self.root = base / "root"
         self.ledger = base / "ledger.sqlite"
-        self.port = _free_port()
+        self.port = free_port()
         self.token = secrets.token_hex(16)
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = base / "jupyter.log"
@@ -160,17 +155,8 @@ class JupyterServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited: {self.log_tail()}")
-            try:
-                self.api("GET", "/api/status")
-                break
-            except (OSError, urllib.error.URLError):
-                time.sleep(0.25)
-        else:
-            raise RuntimeError(f"jupyter lab did not answer in {timeout:.0f} s: {self.log_tail()}")
+        status = lambda: self.api("GET", "/api/status")  # noqa: E731
+        wait_ready(status, self.proc, "jupyter lab", timeout, self.log_tail, every=0.25)
         plugin = "@jupyterlab/apputils-extension:notification"
         reply = self.api("GET", f"/lab/api/settings/{plugin}")
         defaults = {k: v.get("default") for k, v in reply["schema"]["properties"].items()}

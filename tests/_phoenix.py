@@ -12,18 +12,17 @@ attribute ``openinference.project.name``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from tests._servers import answers, free_port, locked_venv, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / "build" / "phoenix-venv"
@@ -57,28 +56,7 @@ CLEARED = (
 def phoenix_venv() -> Path:
     """build/phoenix-venv with arize-phoenix from requirements/phoenix-lock.txt (hashes),
     rebuilt when the lock changes."""
-    exe = VENV / "bin" / "phoenix"
-    stamp = VENV / ".lock-sha256"
-    want = hashlib.sha256(LOCK.read_bytes()).hexdigest()
-    if exe.exists() and stamp.exists() and stamp.read_text() == want:
-        return exe
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--clear", "--without-pip", str(VENV)], check=True
-    )
-    uv = Path(sys.executable).parent / "uv"
-    subprocess.run(
-        [str(uv), "pip", "install", "--python", str(VENV / "bin" / "python"),
-         "--require-hashes", "-r", str(LOCK)],
-        check=True,
-    )  # fmt: skip
-    stamp.write_text(want)
-    return exe
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return locked_venv(VENV, LOCK, "phoenix")
 
 
 def _env() -> dict[str, str]:
@@ -96,7 +74,7 @@ class Phoenix:
         self.python = self.exe.parent / "python"
         self.work = work
         self.running = (running or "").strip().rstrip("/")
-        self.port = _free_port()
+        self.port = free_port()
         self.url = self.running or f"http://127.0.0.1:{self.port}"
         self.traces_endpoint = f"{self.url}/v1/traces"
         self.log_path = work / "phoenix.log"
@@ -113,7 +91,7 @@ class Phoenix:
             {
                 "PHOENIX_HOST": "127.0.0.1",
                 "PHOENIX_PORT": str(self.port),
-                "PHOENIX_GRPC_PORT": str(_free_port()),
+                "PHOENIX_GRPC_PORT": str(free_port()),
                 "PHOENIX_WORKING_DIR": str(self.work),
             }
         )
@@ -127,20 +105,9 @@ class Phoenix:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        deadline = t0 + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"phoenix serve exited: {self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            self.stop()
-            raise RuntimeError(
-                f"phoenix serve did not answer in {timeout:.0f} s: {self.log_tail()}"
-            )
+        wait_ready(
+            answers(f"{self.url}/healthz"), self.proc, "phoenix serve", timeout, self.log_tail
+        )
         self.started_s = time.monotonic() - t0
 
     def stop(self) -> None:

@@ -117,6 +117,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, NoReturn
 from urllib.parse import parse_qsl, urlsplit
 
+from tests._servers import free_port  # noqa: F401 - tests import it from here too
+
 __all__ = [
     "Behaviour",
     "CutAfter",
@@ -403,13 +405,6 @@ def behaviour_from_dict(d: dict[str, Any]) -> Behaviour:
 def http_date(seconds_from_now: float) -> str:
     """An RFC 7231 HTTP date ``seconds_from_now`` in the future (for Retry-After)."""
     return email.utils.formatdate(time.time() + seconds_from_now, usegmt=True)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 with nothing listening (connections are refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def refused_url() -> str:

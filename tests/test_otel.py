@@ -10,7 +10,6 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,7 @@ import pytest
 
 import llm_magic as lm
 from llm_magic import _otel, config, errors
+from tests._servers import free_port
 from tests.fakekeys import fake_key
 from tests.fakeprovider import FakeProvider, ok, status
 from tests.otlpsink import OtlpSink
@@ -404,16 +404,10 @@ def test_config_shows_where_spans_go_and_how_many(
 
 
 # -- export never breaks a call ---------------------------------------------------------------
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_an_unreachable_collector_is_one_warning_and_calls_go_on(
     provider: FakeProvider, book: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "0.5")
     provider.default = ok("fine", 3, 1)
     with pytest.warns(_otel.OtelWarning) as said:

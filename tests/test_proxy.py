@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +14,7 @@ import pytest
 
 import llm_magic as lm
 from llm_magic import config
+from tests._servers import answers, free_port, locked_venv, wait_ready
 from tests.fakekeys import fake_key
 
 pytestmark = pytest.mark.local_model
@@ -29,22 +26,7 @@ MASTER = fake_key("MASTERKEY", kind="proxy", tail=16)
 
 def _proxy_venv() -> Path:
     """build/proxy-venv with litellm[proxy] from requirements/proxy-lock.txt (hashes)."""
-    exe = VENV / "bin" / "litellm"
-    if not exe.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        uv = Path(sys.executable).parent / "uv"
-        subprocess.run(
-            [str(uv), "pip", "install", "--python", str(VENV / "bin" / "python"),
-             "--require-hashes", "-r", str(ROOT / "requirements" / "proxy-lock.txt")],
-            check=True,
-        )  # fmt: skip
-    return exe
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return locked_venv(VENV, ROOT / "requirements" / "proxy-lock.txt", "litellm")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +52,7 @@ def proxy(local_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             }
         )
     )
-    port = _free_port()
+    port = free_port()
     log = open(work / "proxy.log", "wb")  # noqa: SIM115
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     proc = subprocess.Popen(
@@ -80,17 +62,8 @@ def proxy(local_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         env=env,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (work / "proxy.log").read_text()[-2000:]
-        try:
-            with urllib.request.urlopen(f"{url}/health/liveliness", timeout=2):
-                break
-        except Exception:
-            time.sleep(1)
-    else:
-        proc.kill()
-        pytest.fail("the LiteLLM proxy did not start in 240 s")
+    tail = lambda: (work / "proxy.log").read_text()[-2000:]  # noqa: E731
+    wait_ready(answers(f"{url}/health/liveliness"), proc, "the LiteLLM proxy", 240, tail, every=1)
     yield url
     proc.terminate()
     proc.wait(timeout=30)
