@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from .config import OFF_WORDS, ON_WORDS
+
 __all__ = [
     "OtelWarning",
     "enabled",
@@ -39,8 +41,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-_OFF = {"0", "false", "no", "off"}
-_ON = {"1", "true", "yes", "on"}
 ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 DEFAULT_ENDPOINT = "http://localhost:4318"
 
@@ -56,9 +56,9 @@ class OtelWarning(UserWarning):
 def enabled() -> bool:
     """Whether calls are exported (read from the environment each time: cheap)."""
     flag = os.environ.get("LLM_MAGIC_OTEL", "").strip().lower()
-    if flag in _OFF:
+    if flag in OFF_WORDS:
         return False
-    return flag in _ON or any(os.environ.get(name, "").strip() for name in ENDPOINTS)
+    return flag in ON_WORDS or any(os.environ.get(name, "").strip() for name in ENDPOINTS)
 
 
 def endpoint(explicit: str | None = None) -> str:

@@ -152,6 +152,19 @@ def _text(name: str) -> str:
     return os.environ.get(name, "").strip()
 
 
+ON_WORDS = frozenset({"1", "true", "yes", "on"})
+OFF_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """An on/off environment switch: ``1/true/yes/on`` or ``0/false/no/off`` (any case);
+    ``default`` when unset. Another word counts as the opposite of ``default``."""
+    word = _text(name).lower()
+    if not word:
+        return default
+    return word not in OFF_WORDS if default else word in ON_WORDS
+
+
 def _register_urls() -> None:
     for name, value in os.environ.items():
         if name in ("LLM_MAGIC_LEDGER", "OLLAMA_API_BASE") or name.endswith(
@@ -234,9 +247,8 @@ class Settings:
             api_key=_secret_env("LLM_MAGIC_API_KEY"),
             ollama_api_base=MaskedURL(_text("OLLAMA_API_BASE") or "http://localhost:11434"),
             timeout_s=_float("LLM_MAGIC_TIMEOUT_S", 120.0) or 120.0,
-            store_text=(_text("LLM_MAGIC_STORE_TEXT") or "1").lower()
-            not in ("0", "false", "no", "off"),
-            cache=(_text("LLM_MAGIC_CACHE") or "0").lower() in ("1", "true", "yes", "on"),
+            store_text=env_flag("LLM_MAGIC_STORE_TEXT", True),
+            cache=env_flag("LLM_MAGIC_CACHE", False),
         )
 
     def keys(self, provider: str) -> ProviderKeys:
