@@ -67,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated benchmark ids, e.g. B2,B5")
     parser.add_argument("--out", type=Path, help=f"write the markdown here (default {DOC})")
     args = parser.parse_args(argv)
+    if args.runs < 5 and not args.smoke:
+        parser.error(f"--runs {args.runs}: every figure is a median of at least 5 runs (--runs 5)")
     chosen = _selected(args.only)
-    runs = 1 if args.smoke else max(5, args.runs)
+    runs = 1 if args.smoke else args.runs
     out: Path | None = None
     if not args.smoke:
         out = args.out or (DOC if not args.only else None)
