@@ -19,6 +19,7 @@ from ..config import Settings
 from ..result import Result
 from ..secrets import scrub
 from ..store import Ledger
+from . import tuning
 from .sse import DONE, Replay
 from .turns import TURNS
 
@@ -128,6 +129,7 @@ class ChatRun:
                 message = scrub(errors.describe(failure))
                 event = {"message": message, "kind": _kind(failure), "partial": partial}
                 self.replay.add(event, "error")
+            tuning.settle()  # the first call only: later full collections are short
             self.replay.add(DONE)
         finally:
             self.replay.close()

@@ -14,10 +14,16 @@ backend :func:`backend` installs under litellm's HTTP clients
 asleep, first come first served; the loop competes with at most that many threads. A call that
 holds its turn while waiting for something else (a retry's back-off, the local model's stream,
 a locked ledger) stops counting after ``stale_s``: no call waits long behind a blocked one.
+
+The loop goes first: while a server runs, its loop ticks every ``TICK_S`` (:func:`pulse`);
+a call taking its turn while the loop has not ticked for ``LATE_S`` waits for the next tick
+(at most ``LATE_S``), so the loop's backlog (a burst of requests to answer) is not shared with
+the calls' own work.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import os
@@ -25,13 +31,15 @@ import select
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-__all__ = ["Turns", "TURNS", "turns_limit", "backend"]
+__all__ = ["Turns", "TURNS", "turns_limit", "backend", "pulse"]
 
 LIMIT = 1
 STALE_S = 0.05
+TICK_S = 0.01
+LATE_S = 0.02
 
 
 def turns_limit() -> int:
@@ -61,6 +69,21 @@ class Turns:
         self._head: _Waiter | None = None  # the waiter last told it is first
         self._next = 0
         self._mine = threading.local()  # this thread's ticket (0: none)
+        self.loop_seen = 0.0  # the serving loop's last tick (time.monotonic(); 0: no loop)
+        self._ticked = threading.Event()
+
+    def tick(self) -> None:
+        """The serving loop is running (called by it every ``TICK_S``)."""
+        self.loop_seen = time.monotonic()
+        self._ticked.set()
+
+    def _after_the_loop(self) -> None:
+        """When the loop has not ticked for ``LATE_S``, wait (that long at most) until it has."""
+        seen = self.loop_seen
+        if seen and time.monotonic() - seen > LATE_S:
+            self._ticked.clear()
+            if self.loop_seen == seen:
+                self._ticked.wait(LATE_S)
 
     def holding(self) -> bool:
         return bool(getattr(self._mine, "ticket", 0))
@@ -115,6 +138,10 @@ class Turns:
 
     # -- taking and giving -------------------------------------------------------------------
     def _take(self) -> None:
+        self._wait_turn()
+        self._after_the_loop()
+
+    def _wait_turn(self) -> None:
         with self._lock:
             now = time.monotonic()
             if not self._queue and len(self._live(now)) < self.limit:
@@ -147,6 +174,23 @@ class Turns:
 
 
 TURNS = Turns(turns_limit())
+
+
+@contextlib.asynccontextmanager
+async def pulse(turns: Turns = TURNS) -> AsyncIterator[None]:
+    """While within (on the serving loop): tick ``turns`` every ``TICK_S``."""
+
+    async def beat() -> None:
+        while True:
+            turns.tick()
+            await asyncio.sleep(TICK_S)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        turns.loop_seen = 0.0
 
 
 # -- the network side: a call waiting for its provider's socket gives its turn back -----------
