@@ -623,9 +623,10 @@ def _capped(b: dict[str, Any], n: int) -> list[str]:
         return []
     if inflight > HTTPX_POOL:  # the pool is lifted: the gate spreads the starts
         return [
-            f"When all {n} streams were open, {most:.0f} had their first token: the server "
-            "starts `LLM_MAGIC_SERVE_STARTING` (4) calls at a time (`llm_magic/web/gate.py`), "
-            f"and later up to {inflight:.0f} answers were streaming at once.",
+            f"When all {n} streams were open, {most:.0f} had their first token: served calls "
+            "take turns (`llm_magic/web/turns.py`: one runs Python at a time, giving its turn "
+            f"back while it waits for its provider), and later up to {inflight:.0f} answers "
+            "were streaming at once.",
             "",
         ]
     return [
