@@ -61,6 +61,20 @@ def test_a_waiting_holder_lets_the_next_run() -> None:
     assert order == ["other", "back"]
 
 
+def test_a_holder_pauses_for_the_waiters_once_it_has_had_its_slice() -> None:
+    t = Turns(1, stale_s=3600)
+    order: list[str] = []
+    with t.held():
+        t.pause()  # nobody waits: it keeps its turn
+        other = _take_in_thread(t, "other", order)
+        _queued(t, 1)
+        time.sleep(turns.SLICE_S)
+        t.pause()  # its slice is over and "other" waits: "other" goes first
+        order.append("back")
+    other.join(60)
+    assert order == ["other", "back"]
+
+
 def test_a_holder_blocked_elsewhere_stops_counting_once_stale() -> None:
     t = Turns(1, stale_s=0.05)
     t._take()  # never given back: blocked on something that is not the provider's socket

@@ -114,6 +114,7 @@ class ChatRun:
     def _read(self, stream: core.Stream) -> BaseException | None:
         for chunk in stream:
             self.replay.add({"content": chunk})
+            TURNS.pause()  # the next waiting call's turn, when this one has had its slice
             if self._stop.is_set():
                 self.result = stream.interrupt()
                 return errors.Interrupted(self.result)
