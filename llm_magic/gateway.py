@@ -46,6 +46,7 @@ __all__ = [
 _lock = threading.Lock()
 _module: Any = None
 _connections: int | None = None  # allow_connections(): provider requests at once, per process
+_backend: Any = None  # allow_connections(): the httpcore network backend under those pools
 
 # Warnings that importing litellm (and pydantic building litellm's types) prints: noise about
 # library internals, not for users' cells. Filtered by the module that warns, so a user's own
@@ -123,16 +124,19 @@ def _litellm() -> Any:
     return _module
 
 
-def allow_connections(limit: int) -> None:
+def allow_connections(limit: int, network_backend: Any = None) -> None:
     """Let up to ``limit`` provider requests (streams) run at once in this process, instead of
     httpx's default 100 per client (litellm's synchronous clients keep that default: past 100
     streams to one provider the others wait for a connection). For a server; applied when
-    litellm is imported (now, if it is): see :func:`_pools`."""
-    global _connections
+    litellm is imported (now, if it is): see :func:`_pools`. ``network_backend``: an httpcore
+    network backend for those pools' connections (the web server's turns, ``web/turns.py``)."""
+    global _connections, _backend
     with _lock:
-        if _connections is not None and _connections >= limit:
+        same = network_backend is None or network_backend is _backend
+        if _connections is not None and _connections >= limit and same:
             return
-        _connections = int(limit)
+        _connections = max(int(limit), _connections or 0)
+        _backend = network_backend if network_backend is not None else _backend
         if _module is not None:
             _pools(_module, _connections)
 
@@ -161,6 +165,9 @@ def _pools(litellm: Any, limit: int) -> None:
     verify = hh.get_ssl_configuration(None, http2=http2)
     cert = os.getenv("SSL_CERTIFICATE", litellm.ssl_certificate)
     litellm.sync_transport = _Shared(verify=verify, cert=cert, http2=http2, limits=limits)
+    if _backend is not None:  # httpx takes no backend: set on the pools before any connection
+        for client in (litellm.client_session._transport, litellm.sync_transport):
+            client._pool._network_backend = _backend
     for params in ({"ssl_verify": None}, None):  # the keys litellm's chat handlers ask for
         handler = hh.get_httpx_client(params)
         handler.client = handler.create_client()

@@ -21,7 +21,7 @@ from ..config import Settings, check_number, settings
 from ..models import ROUTES, all_aliases, resolve
 from ..secrets import scrub
 from ..store import Ledger, ledger
-from . import auth, pages, tuning
+from . import auth, pages, tuning, turns
 from .body import BadBody, read_body
 from .chat import ChatRun
 from .sse import Replay, Streams
@@ -181,7 +181,7 @@ def create_app(
     (:mod:`llm_magic.web.tuning`: heartbeats on time with hundreds of streams)."""
     given = cfg is not None
     cfg = cfg or settings()
-    gateway.allow_connections(provider_connections)
+    gateway.allow_connections(provider_connections, turns.backend())
     app = FastAPI(
         title="llm_magic",
         docs_url=None,

@@ -44,8 +44,9 @@ def _same(given: str, token: str) -> bool:
     return secrets.compare_digest(given.encode(), token.encode())
 
 
-def require_token(request: Request) -> None:
-    """The FastAPI dependency every route has: ``dependencies=[Depends(require_token)]``."""
+async def require_token(request: Request) -> None:
+    """The FastAPI dependency every route has: ``dependencies=[Depends(require_token)]`` (on
+    the event loop: no worker thread per request)."""
     token: str = request.app.state.token
     in_url = request.query_params.get("token")
     if in_url is not None and request.method in ("GET", "HEAD"):

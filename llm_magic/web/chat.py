@@ -19,12 +19,11 @@ from ..config import Settings
 from ..result import Result
 from ..secrets import scrub
 from ..store import Ledger
-from .gate import StartGate, starting_limit
+from . import tuning
 from .sse import DONE, Replay
+from .turns import TURNS
 
 __all__ = ["ChatRun", "usage_of"]
-
-STARTING = StartGate(starting_limit())  # the process's served calls starting at once (gate.py)
 
 
 def _number(value: float | None) -> float | None:
@@ -67,7 +66,6 @@ class ChatRun:
         self.result: Result | None = None
         self._stop = threading.Event()
         self._sent: dict[tuple[int, int], int] = {}  # (round, index) → argument chars sent
-        self._ticket = 0  # this call's place in STARTING while it starts
 
     def start(self) -> None:
         self.replay.add({"stream_id": self.replay.sid, "model": self.model}, "start")
@@ -96,12 +94,11 @@ class ChatRun:
         self.replay.add({"tool_call": call})
 
     def _run(self) -> None:
-        self._ticket = STARTING.enter()  # a burst of requests starts a few at a time
-        try:
-            stream = core.start(self.request, self.cfg, self.book)
-        except BaseException:
-            STARTING.leave(self._ticket)
-            raise
+        with TURNS.held():  # a few calls run at once; one waiting for its provider lets another
+            self._call()
+
+    def _call(self) -> None:
+        stream = core.start(self.request, self.cfg, self.book)
         stream.on_tool = self._tool
         failure: BaseException | None = None
         try:
@@ -112,13 +109,12 @@ class ChatRun:
         except Exception as exc:  # not ours: still one line, and the stream still ends
             failure = exc
         finally:
-            STARTING.leave(self._ticket)
             self._end(stream, failure)
 
     def _read(self, stream: core.Stream) -> BaseException | None:
         for chunk in stream:
-            STARTING.leave(self._ticket)  # started: the next call may begin
             self.replay.add({"content": chunk})
+            TURNS.pause()  # the next waiting call's turn, when this one has had its slice
             if self._stop.is_set():
                 self.result = stream.interrupt()
                 return errors.Interrupted(self.result)
@@ -134,6 +130,7 @@ class ChatRun:
                 message = scrub(errors.describe(failure))
                 event = {"message": message, "kind": _kind(failure), "partial": partial}
                 self.replay.add(event, "error")
+            tuning.settle()  # the first call only: later full collections are short
             self.replay.add(DONE)
         finally:
             self.replay.close()
