@@ -133,7 +133,7 @@ def _scores(
         return [math.nan] * len(merged)
     out: list[float] = []
     for row, status, answer in zip(merged["_row"], merged["status"], merged["answer"], strict=True):
-        if score is None or status not in ANSWERED or not isinstance(answer, str):
+        if status not in ANSWERED or not isinstance(answer, str):
             out.append(math.nan)
         elif isinstance(score, str):
             out.append(score_of(score, answer, inputs["expected"].iloc[row]))

@@ -177,7 +177,8 @@ class Turns:
         self._mine.ticket = waiter.ticket
 
     def _give(self) -> None:
-        ticket, self._mine.ticket = self.holding() and self._mine.ticket, 0
+        ticket = getattr(self._mine, "ticket", 0)
+        self._mine.ticket = 0
         with self._lock:
             self._since.pop(ticket, None)
             if self._queue:
